@@ -1,0 +1,145 @@
+"""The distillation trainer: MONAI's ``SupervisedTrainer`` with frozen teachers and named loss terms."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.utils import CommonKeys as Keys
+from torch import nn
+
+from common.losses import DistillationLoss
+from common.taps import FeatureTaps
+from common.teachers import freeze
+
+STUDENT = "student"
+LABEL = "label"
+
+
+def loss_terms(output: Any) -> dict[str, float]:
+    """``output_transform`` for ``StatsHandler``/``TensorBoardStatsHandler``: the total loss and every
+    named term (``loss_<name>``) of the iteration, so each is logged under its own name."""
+    first = output[0] if isinstance(output, (list, tuple)) else output
+    return {k: float(v) for k, v in first.items() if k == Keys.LOSS or k.startswith("loss_")}
+
+
+class DistillationTrainer(SupervisedTrainer):
+    """``SupervisedTrainer`` that distils one or more frozen teachers into the trained network.
+
+    Per iteration: every teacher runs on its input under ``torch.no_grad`` (eval mode, never
+    optimised, never wrapped in DDP); then the parent's iteration runs unchanged (student
+    forward, AMP, gradient accumulation, all ignite events), with ``Keys.PRED`` the student
+    output so post-processing, metrics and handlers stay standard. The loss is a
+    :class:`~common.losses.DistillationLoss`; it receives ``"student"``, ``"label"``, each
+    teacher's logits under its name and the tapped features ``"student:<layer>"`` /
+    ``"<teacher>:<layer>"``. The layers to tap are read from the loss terms' inputs. Each
+    weighted term is stored in the iteration output as ``loss_<name>`` (log it with
+    :func:`loss_terms`).
+
+    Args:
+        teachers: a frozen network, or a mapping name -> network for several teachers; an empty
+            mapping trains without distillation (a plain ``SupervisedTrainer`` with named terms).
+        teacher_input_key: batch key holding the teachers' input (e.g. all modalities while the
+            student reads ``"image"``); a mapping name -> key gives each teacher its own input.
+        loss_function: the :class:`~common.losses.DistillationLoss`.
+        other args: as ``monai.engines.SupervisedTrainer``.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader,
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_function: DistillationLoss,
+        teachers: nn.Module | Mapping[str, nn.Module] | None = None,
+        teacher_input_key: str | Mapping[str, str] = "image",
+        **kwargs: Any,
+    ) -> None:
+        self.teachers = {"teacher": teachers} if isinstance(teachers, nn.Module) else dict(teachers or {})
+        for name in self.teachers:
+            if name in (STUDENT, LABEL) or ":" in name:
+                raise ValueError(f"teacher name {name!r} is reserved or contains ':'.")
+            freeze(self.teachers[name])
+        self.teacher_input_keys = (
+            {name: teacher_input_key for name in self.teachers}
+            if isinstance(teacher_input_key, str)
+            else dict(teacher_input_key)
+        )
+        missing = set(self.teachers) - set(self.teacher_input_keys)
+        if missing:
+            raise ValueError(f"no teacher_input_key for teachers {sorted(missing)}.")
+        self.distillation_loss = loss_function
+        student = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
+        self.student_taps, self.teacher_taps = self._make_taps(student, loss_function.required_inputs)
+        self._teacher_outputs: dict[str, torch.Tensor] = {}
+        super().__init__(device, max_epochs, train_data_loader, network, optimizer, self._compute_loss, **kwargs)
+
+    def _make_taps(self, student: nn.Module, required: set[str]) -> tuple[FeatureTaps, dict[str, FeatureTaps]]:
+        layers: dict[str, list[str]] = {STUDENT: [], **{name: [] for name in self.teachers}}
+        for key in sorted(required):
+            owner, sep, layer = key.partition(":")
+            if key in (STUDENT, LABEL) or (not sep and owner in self.teachers):
+                continue
+            if not sep or not layer or owner not in layers:
+                raise ValueError(
+                    f"loss input {key!r} names no known source; use 'student', 'label', one of the teachers "
+                    f"{sorted(self.teachers)}, or '<student|teacher>:<layer>' for a tapped feature."
+                )
+            layers[owner].append(layer)
+        student_taps = FeatureTaps(student, layers[STUDENT])
+        teacher_taps = {name: FeatureTaps(net, layers[name]) for name, net in self.teachers.items()}
+        return student_taps, teacher_taps
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        device = torch.device(self.state.device)
+        if self.amp and device.type == "cuda":
+            return torch.autocast("cuda", **self.amp_kwargs)
+        return contextlib.nullcontext()
+
+    def _run_teachers(self, batchdata: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        outputs: dict[str, torch.Tensor] = {}
+        with torch.no_grad(), self._autocast():
+            for name, teacher in self.teachers.items():
+                key = self.teacher_input_keys[name]
+                if key not in batchdata:
+                    raise KeyError(f"teacher {name!r} reads batch key {key!r}, not in the batch: {sorted(batchdata)}")
+                inputs = torch.as_tensor(batchdata[key]).to(self.state.device, non_blocking=self.non_blocking)
+                teacher.eval()
+                try:
+                    outputs[name] = self.inferer(inputs, teacher)
+                except RuntimeError as e:
+                    raise RuntimeError(
+                        f"teacher {name!r} failed on batch key {key!r} of shape {tuple(inputs.shape)}: {e}"
+                    ) from e
+                outputs.update({f"{name}:{layer}": f for layer, f in self.teacher_taps[name].features.items()})
+        return outputs
+
+    def _iteration(self, engine: DistillationTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        self._teacher_outputs = self._run_teachers(batchdata)
+        try:
+            return super()._iteration(engine, batchdata)
+        finally:
+            self._teacher_outputs = {}
+            self.student_taps.clear()
+            for taps in self.teacher_taps.values():
+                taps.clear()
+
+    def _compute_loss(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        inputs = {STUDENT: pred, LABEL: label, **self._teacher_outputs}
+        inputs.update({f"{STUDENT}:{layer}": f for layer, f in self.student_taps.features.items()})
+        for name, output in self._teacher_outputs.items():
+            if ":" not in name and output.shape[2:] != pred.shape[2:]:
+                raise ValueError(
+                    f"teacher {name!r} output shape {tuple(output.shape)} and student output shape "
+                    f"{tuple(pred.shape)} differ in spatial size: both must see the same crop."
+                )
+        total, terms = self.distillation_loss(inputs)
+        self.state.output.update({f"loss_{name}": value.detach() for name, value in terms.items()})
+        return total

@@ -1,0 +1,64 @@
+"""Ignite handlers the bundles share."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from collections.abc import Mapping
+
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader
+
+logger = logging.getLogger(__name__)
+
+
+def epoch_checkpoints(directory: str, pattern: str = "*checkpoint_epoch=*.pt") -> list[str]:
+    """Training checkpoints in ``directory`` (ignite names them ``..._epoch=N.pt``), newest epoch first."""
+    files = glob.glob(os.path.join(glob.escape(directory), pattern))
+
+    def epoch(path: str) -> int:
+        found = re.search(r"epoch=(\d+)", os.path.basename(path))
+        return int(found.group(1)) if found else -1
+
+    return sorted(files, key=epoch, reverse=True)
+
+
+class ResumeFromLatest:
+    """Resume an interrupted run: when the engine starts, load the newest training checkpoint in
+    ``directory`` into ``load_dict`` (student, optimiser, trainer state, adapters, ...) with MONAI's
+    ``CheckpointLoader`` (``weights_only=True``); start fresh, saying so, when there is none. A
+    checkpoint that cannot be read (a run killed while saving) is skipped for the one before it.
+
+    Args:
+        directory: where the training ``CheckpointSaver`` writes its epoch checkpoints.
+        load_dict: the objects to restore, the same mapping the saver's ``save_dict`` holds.
+        map_location: passed to ``torch.load``.
+        enabled: ``False`` always starts fresh (e.g. fine-tuning).
+    """
+
+    def __init__(self, directory: str, load_dict: Mapping, map_location=None, enabled: bool = True) -> None:
+        self.directory = directory
+        self.load_dict = dict(load_dict)
+        self.map_location = map_location
+        self.enabled = enabled
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        for path in epoch_checkpoints(self.directory) if self.enabled else []:
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # truncated or corrupt file: fall back to the previous epoch
+                logger.warning(f"skipping unreadable checkpoint {path}: {e}")
+                continue
+            missing = sorted(set(self.load_dict) - set(checkpoint))
+            if missing:
+                raise KeyError(f"checkpoint {path} lacks {missing}; it holds {sorted(checkpoint)}.")
+            logger.info(f"resuming from {path}")
+            CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location=self.map_location)(engine)
+            return
+        logger.info(f"no checkpoint to resume from in {self.directory}: starting from scratch.")

@@ -1,0 +1,60 @@
+"""Feature taps: capture intermediate outputs of a network by module name through forward hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def named_layers(network: nn.Module) -> list[str]:
+    """Names usable as taps: every named submodule of ``network`` (``""``, the root, excluded)."""
+    return [name for name, _ in network.named_modules() if name]
+
+
+class FeatureTaps:
+    """Record the outputs of named submodules of ``network`` on every forward pass.
+
+    The network's ``forward`` is left untouched (torchdistill-style): one forward hook per layer
+    stores the layer's output in ``features[name]``. Features keep their autograd graph, so a
+    loss on a student feature trains the student; a teacher run under ``torch.no_grad`` yields
+    detached features.
+
+    Args:
+        network: the module to tap.
+        layers: module paths as given by ``network.named_modules()``, e.g. ``"down_layers.3"``.
+
+    Raises:
+        ValueError: a layer name is not a submodule of ``network``; the message lists valid names.
+    """
+
+    def __init__(self, network: nn.Module, layers: Sequence[str]) -> None:
+        modules = dict(network.named_modules())
+        missing = [name for name in layers if not name or name not in modules]
+        if missing:
+            raise ValueError(
+                f"cannot tap {missing} on {type(network).__name__}: no such module. "
+                f"Valid layer names: {named_layers(network)}"
+            )
+        self.features: dict[str, torch.Tensor] = {}
+        self._handles = [modules[name].register_forward_hook(self._recorder(name)) for name in layers]
+
+    def _recorder(self, name: str):
+        def record(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            if isinstance(output, (tuple, list)):  # blocks returning (features, skip) keep the first
+                output = output[0]
+            self.features[name] = output
+
+        return record
+
+    def clear(self) -> None:
+        """Drop the stored features (frees their graphs)."""
+        self.features.clear()
+
+    def remove(self) -> None:
+        """Detach every hook from the network."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.clear()

@@ -1,0 +1,83 @@
+import gzip
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from common.data import SelectChannelsd, load_datalist
+from tests.conftest import SHARED_DATA
+
+
+def write_case(folder, name, shapes=((8, 8, 8), (8, 8, 8)), label_shape=(8, 8, 8)):
+    files = []
+    for i, shape in enumerate(shapes):
+        path = os.path.join(folder, f"{name}_m{i}.nii.gz")
+        nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), path)
+        files.append(os.path.basename(path))
+    nib.save(nib.Nifti1Image(np.zeros(label_shape, np.uint8), np.eye(4)), os.path.join(folder, f"{name}_seg.nii.gz"))
+    return {"image": files, "label": f"{name}_seg.nii.gz"}
+
+
+def write_datalist(folder, items, key="training"):
+    path = os.path.join(folder, "dataset.json")
+    with open(path, "w") as f:
+        json.dump({key: items}, f)
+    return path
+
+
+def test_valid_datalist_loads_with_absolute_paths(tmp_path):
+    path = write_datalist(tmp_path, [write_case(tmp_path, "a"), write_case(tmp_path, "b")])
+    items = load_datalist(path, base_dir=str(tmp_path), image_channels=2)
+    assert len(items) == 2 and os.path.isabs(items[0]["image"][0])
+
+
+def test_missing_modality_file_is_named(tmp_path):
+    path = write_datalist(tmp_path, [write_case(tmp_path, "a")])
+    os.remove(tmp_path / "a_m1.nii.gz")
+    with pytest.raises(FileNotFoundError, match="a_m1.nii.gz"):
+        load_datalist(path, base_dir=str(tmp_path), image_channels=2)
+
+
+def test_modality_count_is_checked(tmp_path):
+    path = write_datalist(tmp_path, [write_case(tmp_path, "a", shapes=((8, 8, 8),))])
+    with pytest.raises(ValueError, match="1 modality file.*expected 2"):
+        load_datalist(path, base_dir=str(tmp_path), image_channels=2)
+
+
+def test_modalities_of_different_shapes_are_named(tmp_path):
+    path = write_datalist(tmp_path, [write_case(tmp_path, "a", shapes=((8, 8, 8), (8, 8, 9)))])
+    with pytest.raises(ValueError, match=r"shapes differ: a_m0.nii.gz \(8, 8, 8\), a_m1.nii.gz \(8, 8, 9\)"):
+        load_datalist(path, base_dir=str(tmp_path))
+
+
+def test_corrupt_file_is_named(tmp_path):
+    path = write_datalist(tmp_path, [write_case(tmp_path, "a", shapes=((32, 32, 32), (32, 32, 32)))])
+    target = tmp_path / "a_m0.nii.gz"
+    raw = gzip.decompress(target.read_bytes())
+    target.write_bytes(gzip.compress(raw[: len(raw) // 2]))  # a truncated image
+    with pytest.raises(ValueError, match="cannot read image file .*a_m0.nii.gz"):
+        load_datalist(path, base_dir=str(tmp_path))
+
+
+def test_empty_list_and_missing_datalist(tmp_path):
+    with pytest.raises(ValueError, match="no cases"):
+        load_datalist(write_datalist(tmp_path, []), base_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="datalist not found"):
+        load_datalist(str(tmp_path / "nothing.json"))
+
+
+def test_select_channels_keeps_order_and_reports_out_of_range():
+    data = {"image": torch.arange(3.0).view(3, 1, 1, 1)}
+    assert SelectChannelsd("image", [2, 0])(data)["image"].flatten().tolist() == [2.0, 0.0]
+    with pytest.raises(ValueError, match=r"channel index \[3\] out of range: 'image' has 2 channel\(s\) \(FLAIR, T1\)"):
+        SelectChannelsd("image", [3], names=["FLAIR", "T1"])({"image": torch.zeros(2, 1, 1, 1)})
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "brats_subset").is_dir(), reason="../shared/data/brats_subset is absent")
+def test_real_brats_subset_datalist_passes_the_checks():
+    src = SHARED_DATA / "brats_subset"
+    items = load_datalist(str(src / "dataset.json"), base_dir=str(src), image_channels=2, read_voxels=False)
+    assert len(items) == 16

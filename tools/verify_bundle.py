@@ -1,0 +1,128 @@
+"""Check a bundle offline the way the MONAI Model Zoo CI does, and print one line per check.
+
+    python tools/verify_bundle.py bundles/kdnet_brats_mri --schema ../shared/monai/meta_schema_20240725.json
+
+Checks: required files; metadata version present in the changelog; ``verify_metadata`` against
+the schema; ``verify_net_in_out`` of the inference ``network_def``; ``ckpt_export`` of
+``models/model.pt`` to TorchScript and ``torch.jit.load`` of the result; ``check_properties()``
+of the train and inference workflows (with ``--dataset_dir``, which it needs to resolve the
+datasets; without it, only the presence of the required ids). Exit code 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+
+import torch
+from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
+from monai.utils import BundleProperty, BundlePropertyConfig
+
+REQUIRED_FILES = ("LICENSE", "configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md")
+
+
+def check_files(bundle: str) -> None:
+    missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(bundle, f))]
+    if missing:
+        raise FileNotFoundError(f"missing {missing}")
+
+
+def check_changelog(bundle: str) -> None:
+    with open(os.path.join(bundle, "configs", "metadata.json")) as f:
+        meta = json.load(f)
+    if meta.get("version") not in meta.get("changelog", {}):
+        raise ValueError(f"version {meta.get('version')!r} has no changelog entry")
+
+
+def check_properties(bundle: str, workflow_type: str, config: str, dataset_dir: str | None) -> None:
+    """``check_properties()`` resolves every required id, datasets included, so it needs data:
+    without ``dataset_dir`` only the presence of the required ids is checked."""
+    overrides = {"dataset_dir": dataset_dir} if dataset_dir else {}
+    workflow = ConfigWorkflow(
+        config_file=os.path.join(bundle, "configs", config),
+        meta_file=os.path.join(bundle, "configs", "metadata.json"),
+        logging_file=os.path.join(bundle, "configs", "logging.conf"),
+        workflow_type=workflow_type,
+        bundle_root=bundle,
+        **overrides,
+    )
+    workflow.initialize()
+    if dataset_dir:
+        missing = workflow.check_properties()
+    else:
+        missing = [
+            name
+            for name, prop in workflow.properties.items()
+            if prop.get(BundleProperty.REQUIRED) and prop[BundlePropertyConfig.ID] not in workflow.parser
+        ]
+    if missing:
+        raise ValueError(f"{workflow_type} workflow lacks required properties {missing}")
+
+
+def check_export(bundle: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.ts")
+        ckpt_export(
+            net_id="network_def",
+            filepath=path,
+            ckpt_file=os.path.join(bundle, "models", "model.pt"),
+            meta_file=os.path.join(bundle, "configs", "metadata.json"),
+            config_file=os.path.join(bundle, "configs", "inference.json"),
+            bundle_root=bundle,
+        )
+        torch.jit.load(path)
+
+
+def run_checks(bundle: str, schema: str, dataset_dir: str | None = None) -> list[tuple[str, str | None]]:
+    """Every check's name and its error (None when it passed)."""
+    meta = os.path.join(bundle, "configs", "metadata.json")
+    inference = os.path.join(bundle, "configs", "inference.json")
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("required files", lambda: check_files(bundle)),
+        ("version in changelog", lambda: check_changelog(bundle)),
+        ("verify_metadata", lambda: verify_metadata(meta_file=meta, filepath=schema)),
+        (
+            "verify_net_in_out",
+            lambda: verify_net_in_out(net_id="network_def", meta_file=meta, config_file=inference, bundle_root=bundle),
+        ),
+        ("ckpt_export + torch.jit.load", lambda: check_export(bundle)),
+        ("check_properties(train)", lambda: check_properties(bundle, "train", "train.json", dataset_dir)),
+        ("check_properties(infer)", lambda: check_properties(bundle, "infer", "inference.json", dataset_dir)),
+    ]
+    results = []
+    for name, check in checks:
+        try:
+            check()
+            results.append((name, None))
+        except BaseException as e:  # verify_metadata raises SystemExit-like errors too
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            traceback.print_exc(file=sys.stderr)
+            results.append((name, f"{type(e).__name__}: {e}"))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundles", nargs="+", help="bundle folders")
+    parser.add_argument("--schema", required=True, help="metadata schema JSON (not downloaded)")
+    parser.add_argument("--dataset_dir", help="data the configs can load, for a full check_properties()")
+    args = parser.parse_args()
+    if not os.path.isfile(args.schema):
+        parser.error(f"schema file not found: {args.schema}")
+    failed = False
+    for bundle in args.bundles:
+        for name, error in run_checks(bundle, args.schema, args.dataset_dir):
+            status = "ok" if error is None else f"FAIL {error}"
+            print(f"{os.path.basename(os.path.normpath(bundle)):24s} {name:32s} {status}")
+            failed |= error is not None
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
