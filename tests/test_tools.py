@@ -1,0 +1,62 @@
+import json
+import sys
+
+import pytest
+
+from tests.conftest import REPO, run
+
+sys.path.insert(0, str(REPO / "tools"))
+from brats_datalist import brats_cases  # noqa: E402
+from split_datalist import split_cases  # noqa: E402
+
+
+def touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("layout", ["HGG/Brats18_TCIA01_1/Brats18_TCIA01_1", "BraTS2021_00000/BraTS2021_00000"])
+def test_brats_layouts_become_datalist_entries(tmp_path, layout):
+    for m in ("flair", "t1", "t1ce", "t2", "seg"):
+        touch(tmp_path / f"{layout}_{m}.nii.gz")
+    entries = brats_cases(tmp_path, ["flair", "t1"])
+    assert entries == [{"image": [f"{layout}_flair.nii.gz", f"{layout}_t1.nii.gz"], "label": f"{layout}_seg.nii.gz"}]
+
+
+def test_brats_missing_modality_names_the_file(tmp_path):
+    touch(tmp_path / "BraTS2021_00001" / "BraTS2021_00001_seg.nii.gz")
+    touch(tmp_path / "BraTS2021_00001" / "BraTS2021_00001_flair.nii.gz")
+    with pytest.raises(FileNotFoundError, match="BraTS2021_00001_t1.nii.gz"):
+        brats_cases(tmp_path, ["flair", "t1"])
+    with pytest.raises(FileNotFoundError, match="no '\\*_seg.nii.gz'"):
+        brats_cases(tmp_path / "BraTS2021_00001" / "nothing", ["flair"])
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    cases = [{"image": f"c{i}"} for i in range(16)]
+    a, b = split_cases(cases, 2, 4, seed=0), split_cases(cases, 2, 4, seed=0)
+    assert a == b and split_cases(cases, 2, 4, seed=1) != a
+    names = [c["image"] for key in ("training", "validation", "test") for c in a[key]]
+    assert sorted(names) == sorted(c["image"] for c in cases)
+    assert (len(a["training"]), len(a["validation"]), len(a["test"])) == (10, 2, 4)
+    with pytest.raises(ValueError, match="cannot take 10 validation and 6 test cases out of 16"):
+        split_cases(cases, 10, 6, seed=0)
+
+
+def test_synthetic_phantoms_are_seeded_and_lesion_is_faint_in_t1(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    for name in ("a", "b"):
+        run([sys.executable, "tools/make_synthetic_brats.py", "--out", str(tmp_path / name), "--cases", "3",
+             "--size", "24", "--val", "1", "--test", "1", "--seed", "3"])
+    datalist = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    assert [len(datalist[k]) for k in ("training", "validation", "test")] == [1, 1, 1]
+    case = datalist["training"][0]
+    flair, t1 = (np.asarray(nib.load(tmp_path / "a" / f).dataobj) for f in case["image"])
+    same = np.asarray(nib.load(tmp_path / "b" / case["image"][0]).dataobj)
+    np.testing.assert_array_equal(flair, same)
+    label = np.asarray(nib.load(tmp_path / "a" / case["label"]).dataobj) > 0
+    head = (flair > 30) & ~label
+    contrast = [abs(img[label].mean() - img[head].mean()) / img[head].std() for img in (flair, t1)]
+    assert contrast[0] > 2 * contrast[1] > 0

@@ -1,0 +1,149 @@
+"""Figures for a bundle's docs: training curves from TensorBoard logs, and prediction overlays.
+
+    python tools/figures.py curves --runs bundles/X/runs/teacher bundles/X/runs/kd_student \
+        --labels teacher "KD student" --out bundles/X/docs/training_curves.png
+    python tools/figures.py overlay --bundle bundles/X --dataset_dir DATA --datalist SPLIT --key test \
+        --model teacher train.json,train_teacher.json --model "KD student" train.json --out overlay.png
+
+``overlay`` runs each model as its configs define it (``validate#preprocessing``, ``network_def``,
+``validate#inferer``, weights ``<model_dir>/model.pt``) on every case of the list, prints the
+per-case Dice, and draws for the first ``--cases`` cases the axial slice with the most tumour:
+the image the last model reads (its last channel), the ground truth, and each model's prediction.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from monai.bundle import ConfigParser  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from common.teachers import load_state_dict_strict  # noqa: E402
+
+
+def scalars(run_dir: str, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    steps, values = [], []
+    for events in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            for e in acc.Scalars(tag):
+                steps.append(e.step)
+                values.append(e.value)
+    order = np.argsort(steps, kind="stable")
+    return np.asarray(steps)[order], np.asarray(values)[order]
+
+
+def plot_curves(runs: list[str], labels: list[str], out: str) -> None:
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4))
+    for run, label in zip(runs, labels, strict=True):
+        steps, loss = scalars(run, "loss_seg")
+        if len(loss) == 0:
+            steps, loss = scalars(run, "loss")
+        if len(loss):
+            window = max(1, len(loss) // 50)
+            smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+            ax_loss.plot(steps[: len(smooth)], smooth, label=label)
+        epochs, dice = scalars(run, "val_mean_dice")
+        ax_dice.plot(epochs, dice, marker=".", label=label)
+    ax_loss.set(xlabel="iteration", ylabel="segmentation loss (Dice+CE), smoothed", title="training")
+    ax_dice.set(xlabel="epoch", ylabel="mean Dice", title="validation (model selection)")
+    for ax in (ax_loss, ax_dice):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
+def load_model(bundle: Path, configs: list[str], overrides: dict) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / c) for c in configs])
+    parser.update({"bundle_root": str(bundle), "device": "cpu", **overrides})
+    return parser
+
+
+def dice(pred: np.ndarray, label: np.ndarray) -> float:
+    denominator = pred.sum() + label.sum()
+    return float(2 * (pred & label).sum() / denominator) if denominator else 1.0
+
+
+def plot_overlay(args: argparse.Namespace) -> None:
+    bundle = Path(args.bundle)
+    overrides = {"dataset_dir": args.dataset_dir, "datalist": args.datalist}
+    models = []
+    for name, configs in args.model:
+        parser = load_model(bundle, configs.split(","), overrides)
+        net = parser.get_parsed_content("network_def")
+        load_state_dict_strict(net, str(Path(parser.get_parsed_content("model_dir")) / "model.pt"))
+        models.append((name, parser, net.eval()))
+    reader = load_model(bundle, args.model[0][1].split(","), overrides)
+    reader["validate#dataset#data#data_list_key"] = args.key
+    items = reader.get_parsed_content("validate#dataset#data")
+    rows = []
+    for case_index, item in enumerate(items):
+        row = {"case": Path(str(item["label"])).name.split()[-1].replace("_seg.nii.gz", "")}
+        for name, parser, net in models:
+            data = parser.get_parsed_content("validate#preprocessing")(dict(item))
+            with torch.no_grad():
+                logits = parser.get_parsed_content("validate#inferer")(data["image"][None], net)
+            pred = logits.argmax(1)[0].numpy() > 0
+            label = np.asarray(data["label"][0]) > 0
+            row[name] = pred
+            row["label"] = label
+            row["image"] = np.asarray(data["image"][-1])
+            row[f"dice {name}"] = dice(pred, label)
+        rows.append(row)
+        print(row["case"], " ".join(f"{n}={row[f'dice {n}']:.3f}" for n, _, _ in models), flush=True)
+        if case_index + 1 >= args.cases:
+            break
+    names = [n for n, _, _ in models]
+    fig, axes = plt.subplots(len(rows), 2 + len(names), figsize=(3 * (2 + len(names)), 3 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        z = int(row["label"].sum(axis=(0, 1)).argmax())
+        image = np.rot90(row["image"][:, :, z])
+        panels = [("image", None), ("ground truth", row["label"])] + [(n, row[n]) for n in names]
+        for c, (title, mask) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(image, cmap="gray")
+            if mask is not None:
+                ax.imshow(np.ma.masked_where(~np.rot90(mask[:, :, z]), np.ones_like(image)), cmap="autumn", alpha=0.5)
+            suffix = f"\nDice {row[f'dice {title}']:.3f}" if title in names else ""
+            ax.set_title(f"{row['case']}" if c == 0 else f"{title}{suffix}", fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=100)
+    print(f"wrote {args.out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    curves = sub.add_parser("curves")
+    curves.add_argument("--runs", nargs="+", required=True)
+    curves.add_argument("--labels", nargs="+", required=True)
+    curves.add_argument("--out", required=True)
+    overlay = sub.add_parser("overlay")
+    overlay.add_argument("--bundle", required=True)
+    overlay.add_argument("--dataset_dir", required=True)
+    overlay.add_argument("--datalist", required=True)
+    overlay.add_argument("--key", default="test")
+    overlay.add_argument("--model", nargs=2, action="append", metavar=("NAME", "CONFIGS"), required=True)
+    overlay.add_argument("--cases", type=int, default=4)
+    overlay.add_argument("--out", required=True)
+    args = parser.parse_args()
+    if args.command == "curves":
+        plot_curves(args.runs, args.labels, args.out)
+    else:
+        plot_overlay(args)
+
+
+if __name__ == "__main__":
+    main()
