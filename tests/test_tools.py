@@ -48,8 +48,24 @@ def test_synthetic_phantoms_are_seeded_and_lesion_is_faint_in_t1(tmp_path):
     import numpy as np
 
     for name in ("a", "b"):
-        run([sys.executable, "tools/make_synthetic_brats.py", "--out", str(tmp_path / name), "--cases", "3",
-             "--size", "24", "--val", "1", "--test", "1", "--seed", "3"])
+        run(
+            [
+                sys.executable,
+                "tools/make_synthetic_brats.py",
+                "--out",
+                str(tmp_path / name),
+                "--cases",
+                "3",
+                "--size",
+                "24",
+                "--val",
+                "1",
+                "--test",
+                "1",
+                "--seed",
+                "3",
+            ]
+        )
     datalist = json.loads((tmp_path / "a" / "dataset.json").read_text())
     assert [len(datalist[k]) for k in ("training", "validation", "test")] == [1, 1, 1]
     case = datalist["training"][0]

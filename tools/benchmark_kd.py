@@ -56,11 +56,19 @@ def measure(args: argparse.Namespace) -> dict:
     for _ in range(args.warmup + args.steps):
         teacher_image = torch.randn(shape)
         label = (teacher_image[:, :1] > 1.0).float()
-        batches.append({"image": teacher_image[:, n_teacher - n_student :].clone(), "teacher_image": teacher_image,
-                        "label": label})
+        batches.append(
+            {"image": teacher_image[:, n_teacher - n_student :].clone(), "teacher_image": teacher_image, "label": label}
+        )
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
-    common = dict(device=device, max_epochs=1, train_data_loader=batches, network=student, optimizer=optimizer,
-                  amp=args.amp, decollate=False)
+    common = dict(
+        device=device,
+        max_epochs=1,
+        train_data_loader=batches,
+        network=student,
+        optimizer=optimizer,
+        amp=args.amp,
+        decollate=False,
+    )
     if args.mode == "student_step":
         engine = SupervisedTrainer(loss_function=parser.get_parsed_content("seg_term")["loss"], **common)
         step = lambda b: engine._iteration(engine, b)  # noqa: E731
@@ -70,9 +78,11 @@ def measure(args: argparse.Namespace) -> dict:
         engine = DistillationTrainer(loss_function=loss, teachers=teacher, teacher_input_key="teacher_image", **common)
         step = lambda b: engine._iteration(engine, b)  # noqa: E731
     else:
+
         def step(b):
             with torch.no_grad(), torch.autocast(device.type, enabled=args.amp and device.type == "cuda"):
                 teacher(b["teacher_image"].to(device))
+
     rss_before = peak_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -109,8 +119,10 @@ def main() -> None:
         results[mode] = json.loads(out.strip().splitlines()[-1])
     s, t, k = (results[m]["seconds"] for m in MODES)
     memory = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS growth"
-    print(f"{args.bundle}: batch {args.batch}, ROI {args.roi}^3, {args.device}{' AMP' if args.amp else ''}, "
-          f"median of {args.steps} steps, {torch.get_num_threads()} threads")
+    print(
+        f"{args.bundle}: batch {args.batch}, ROI {args.roi}^3, {args.device}{' AMP' if args.amp else ''}, "
+        f"median of {args.steps} steps, {torch.get_num_threads()} threads"
+    )
     print(f"{'measurement':18s} {'ms/step':>9s} {memory + ' MiB':>24s}")
     for mode in MODES:
         print(f"{mode:18s} {1000 * results[mode]['seconds']:9.1f} {results[mode]['peak_mb']:24.0f}")
