@@ -15,30 +15,26 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
 
 
-def run(args: list[str], cwd: Path = REPO, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a command as a user would; fail the test with its output when it fails."""
-    result = subprocess.run(
-        args, cwd=cwd, env=env or os.environ.copy(), capture_output=True, text=True, timeout=timeout
-    )
-    if result.returncode != 0:
+def run(
+    args: list[str], cwd: Path = REPO, env: dict | None = None, expect_failure: bool = False, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run a command as a user would; fail the test with its output unless it ends as expected."""
+    env = env or os.environ.copy()
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if (result.returncode != 0) != expect_failure:
         pytest.fail(f"{' '.join(args)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
 
 
-def bundle_run(config_files: list[str], bundle_root: Path, *overrides: str, **kwargs) -> subprocess.CompletedProcess:
-    """``python -m monai.bundle run`` of ``config_files`` (names under ``configs/``) from the repo root."""
+def bundle_args(config_files: list[str], bundle_root: Path) -> list[str]:
+    """``-m monai.bundle run`` arguments for ``config_files`` (names under ``configs/``) of a bundle."""
     files = [str(bundle_root / "configs" / f) for f in config_files]
-    args = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        repr(files),
-        "--bundle_root",
-        str(bundle_root),
-    ]
-    return run(args + list(overrides), **kwargs)
+    return ["-m", "monai.bundle", "run", "--config_file", repr(files), "--bundle_root", str(bundle_root)]
+
+
+def bundle_run(config_files: list[str], bundle_root: Path, *overrides: str, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run`` of a bundle's configs from the repository root."""
+    return run([sys.executable, *bundle_args(config_files, bundle_root), *overrides], **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -38,10 +38,10 @@ def kd_loss(layer: str = "down_layers.3", adapter: torch.nn.Module | None = None
     )
 
 
-def make_trainer(student, teacher, loss, **kwargs) -> DistillationTrainer:
+def make_trainer(student, teacher, loss, device: str = "cpu", **kwargs) -> DistillationTrainer:
     optimizer = torch.optim.SGD(list(student.parameters()) + list(loss.parameters()), lr=0.1)
     return DistillationTrainer(
-        device="cpu",
+        device=device,
         max_epochs=1,
         train_data_loader=make_batches(),
         network=student,
@@ -116,18 +116,6 @@ def test_teacher_and_student_feature_shape_mismatch_is_explained():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="AMP path needs CUDA")
 def test_amp_path_on_cuda():
     student, teacher, loss = net(1).cuda(), net(2).cuda(), kd_loss().cuda()
-    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
-    trainer = DistillationTrainer(
-        device="cuda",
-        max_epochs=1,
-        train_data_loader=make_batches(),
-        network=student,
-        optimizer=optimizer,
-        loss_function=loss,
-        teachers=teacher,
-        teacher_input_key="teacher_image",
-        amp=True,
-        decollate=False,
-    )
+    trainer = make_trainer(student, teacher, loss, device="cuda", amp=True)
     trainer.run()
     assert torch.isfinite(trainer.state.output[Keys.LOSS])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, SCHEMA, bundle_run, copy_bundle, run
+from tests.conftest import REPO, SCHEMA, bundle_args, bundle_run, copy_bundle, run
 
 BUNDLE = "kdnet_brats_mri"
 pytestmark = pytest.mark.slow
@@ -108,53 +108,17 @@ def test_verifier_passes(trained, phantoms):
 
 
 def test_student_modality_out_of_range_is_reported(trained, phantoms):
-    files = [str(trained / "configs" / f) for f in ("train.json", "train_baseline.json")]
-    import subprocess
-
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "run",
-            "--config_file",
-            repr(files),
-            "--bundle_root",
-            str(trained),
-            *tiny(phantoms),
-            "--student_modalities",
-            "[5]",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode != 0
+    overrides = [*tiny(phantoms), "--student_modalities", "[5]"]
+    result = bundle_run(["train.json", "train_baseline.json"], trained, *overrides, expect_failure=True)
     assert "channel index [5] out of range: 'image' has 2 channel(s) (FLAIR, T1)" in result.stderr
 
 
 def test_multi_gpu_config_runs_under_torchrun_on_cpu(trained, phantoms):
-    files = [str(trained / "configs" / f) for f in ("train.json", "train_baseline.json", "multi_gpu_train.json")]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    configs = ["train.json", "train_baseline.json", "multi_gpu_train.json"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
     result = run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_port=29517",
-            "-m",
-            "monai.bundle",
-            "run",
-            "--config_file",
-            repr(files),
-            "--bundle_root",
-            str(trained),
-            "--run_name",
-            "ddp",
-            *tiny(phantoms),
-        ],
-        env=env,
+        torchrun + bundle_args(configs, trained) + ["--run_name", "ddp", *tiny(phantoms)],
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
     )
     log = result.stdout + result.stderr
     assert log.count("Epoch: 1/1, Iter: 1/") == 1  # rank 0 logs, rank 1 does not
@@ -172,14 +136,10 @@ def test_bundle_without_common_names_the_missing_package(trained, phantoms):
         "sys.argv = ['monai.bundle'] + sys.argv[1:]\n"
         "runpy.run_module('monai.bundle', run_name='__main__')\n"
     )
-    import subprocess
-
-    result = subprocess.run(
+    result = run(
         [sys.executable, "-c", blocker, "run", "--config_file", "configs/train.json", *tiny(phantoms)],
         cwd=trained,
-        capture_output=True,
-        text=True,
+        expect_failure=True,
     )
-    assert result.returncode != 0
     assert "needs the shared package `common`" in result.stderr
     assert "pip install -e" in result.stderr
