@@ -4,9 +4,10 @@ For a bundle's ``train.json`` it times (median over ``--steps`` after ``--warmup
 the plain student training step (the baseline's loss, same engine), the teacher forward pass
 (no_grad), and the distillation training step (``DistillationTrainer`` iteration, teacher
 included), then the ratio ``KD step / (student step + teacher forward)``: 1.0 is the floor (the
-work cannot be avoided), above it is the trainer's own overhead. Each measurement runs in its
-own process so its peak memory is its own: CUDA ``max_memory_allocated``, or on CPU the growth of
-the process's peak RSS over what model and batches already held.
+work cannot be avoided), above it is the trainer's own overhead. The three timings interleave
+batch by batch in one process. Peak memory is taken in one process per measurement: CUDA
+``max_memory_allocated``, or on CPU the growth of the process's peak RSS over what networks and
+batches already held.
 
     python tools/benchmark_kd.py --bundle kdnet_brats_mri --roi 64 --batch 2 --steps 10
 """
@@ -34,7 +35,13 @@ MODES = ("student_step", "teacher_forward", "kd_step")
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory. ``VmHWM`` rather than ``ru_maxrss``, which a child
+    process inherits from its parent's peak at fork time on Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def sync(device: torch.device) -> None:
@@ -42,60 +49,81 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(args: argparse.Namespace) -> dict:
-    device = torch.device(args.device)
+def build_steps(args: argparse.Namespace, device: torch.device) -> tuple[dict, list[dict]]:
+    """One callable per measurement (fresh networks of the same initialisation) and the shared batches."""
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles" / args.bundle / "configs" / "train.json"))
     parser.update({"bundle_root": str(REPO / "bundles" / args.bundle), "device": str(device)})
-    torch.manual_seed(0)
-    student = parser.get_parsed_content("network_def").to(device)
-    teacher = freeze(parser.get_parsed_content("teacher_def").to(device))
     n_student, n_teacher = len(parser["student_modalities"]), len(parser["teacher_modalities"])
-    shape = (args.batch, n_teacher, *[args.roi] * 3)
+    torch.manual_seed(0)
     batches = []
     for _ in range(args.warmup + args.steps):
-        teacher_image = torch.randn(shape)
-        label = (teacher_image[:, :1] > 1.0).float()
-        batches.append(
-            {"image": teacher_image[:, n_teacher - n_student :].clone(), "teacher_image": teacher_image, "label": label}
+        teacher_image = torch.randn(args.batch, n_teacher, *[args.roi] * 3)
+        student_image = teacher_image[:, n_teacher - n_student :].clone()
+        batches.append({"image": student_image, "teacher_image": teacher_image, "label": (student_image > 1).float()})
+    teacher = freeze(parser.get_parsed_content("teacher_def").to(device))
+    parser["teacher"] = teacher
+
+    def trainer(engine_class: type, **kwargs) -> SupervisedTrainer:
+        torch.manual_seed(1)  # the same student initialisation for both trainers
+        student = parser.get_parsed_content("network_def", lazy=False).to(device)
+        optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
+        return engine_class(
+            device=device,
+            max_epochs=1,
+            train_data_loader=batches,
+            network=student,
+            optimizer=optimizer,
+            amp=args.amp,
+            decollate=False,
+            **kwargs,
         )
-    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
-    common = dict(
-        device=device,
-        max_epochs=1,
-        train_data_loader=batches,
-        network=student,
-        optimizer=optimizer,
-        amp=args.amp,
-        decollate=False,
+
+    def teacher_forward(batch: dict) -> None:
+        with torch.no_grad(), torch.autocast(device.type, enabled=args.amp and device.type == "cuda"):
+            teacher(batch["teacher_image"].to(device))
+
+    plain = trainer(SupervisedTrainer, loss_function=parser.get_parsed_content("seg_term")["loss"])
+    kd = trainer(
+        DistillationTrainer,
+        loss_function=parser.get_parsed_content("loss").to(device),
+        teachers=teacher,
+        teacher_input_key="teacher_image",
     )
-    if args.mode == "student_step":
-        engine = SupervisedTrainer(loss_function=parser.get_parsed_content("seg_term")["loss"], **common)
-        step = lambda b: engine._iteration(engine, b)  # noqa: E731
-    elif args.mode == "kd_step":
-        parser["teacher"] = teacher
-        loss = parser.get_parsed_content("loss").to(device)
-        engine = DistillationTrainer(loss_function=loss, teachers=teacher, teacher_input_key="teacher_image", **common)
-        step = lambda b: engine._iteration(engine, b)  # noqa: E731
-    else:
+    steps = {
+        "student_step": lambda b: plain._iteration(plain, b),
+        "teacher_forward": teacher_forward,
+        "kd_step": lambda b: kd._iteration(kd, b),
+    }
+    return steps, batches
 
-        def step(b):
-            with torch.no_grad(), torch.autocast(device.type, enabled=args.amp and device.type == "cuda"):
-                teacher(b["teacher_image"].to(device))
 
+def measure_times(args: argparse.Namespace) -> dict[str, float]:
+    """Median seconds per step; the three measurements interleave batch by batch so drift hits all alike."""
+    device = torch.device(args.device)
+    steps, batches = build_steps(args, device)
+    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for i, batch in enumerate(batches):
+        for mode in MODES:
+            sync(device)
+            start = time.perf_counter()
+            steps[mode](batch)
+            sync(device)
+            if i >= args.warmup:
+                times[mode].append(time.perf_counter() - start)
+    return {mode: statistics.median(t) for mode, t in times.items()}
+
+
+def measure_memory(args: argparse.Namespace) -> float:
+    """Peak memory of ``args.mode`` alone (MiB), run in a process of its own."""
+    device = torch.device(args.device)
+    steps, batches = build_steps(args, device)
     rss_before = peak_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for i, batch in enumerate(batches):
-        sync(device)
-        start = time.perf_counter()
-        step(batch)
-        sync(device)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb() - rss_before
-    return {"mode": args.mode, "seconds": statistics.median(times), "peak_mb": peak}
+    for batch in batches[: args.warmup + 1]:
+        steps[args.mode](batch)
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb() - rss_before
 
 
 def main() -> None:
@@ -110,23 +138,24 @@ def main() -> None:
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one measurement, in a child process
     args = parser.parse_args()
     if args.mode:
-        print(json.dumps(measure(args)))
+        print(json.dumps({"peak_mb": measure_memory(args)}))
         return
-    results = {}
+    seconds = measure_times(args)
+    peaks = {}
     for mode in MODES:
         cmd = [sys.executable, __file__, *sys.argv[1:], "--mode", mode]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
-        results[mode] = json.loads(out.strip().splitlines()[-1])
-    s, t, k = (results[m]["seconds"] for m in MODES)
+        peaks[mode] = json.loads(out.strip().splitlines()[-1])["peak_mb"]
     memory = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS growth"
     print(
         f"{args.bundle}: batch {args.batch}, ROI {args.roi}^3, {args.device}{' AMP' if args.amp else ''}, "
-        f"median of {args.steps} steps, {torch.get_num_threads()} threads"
+        f"median of {args.steps} interleaved steps, {torch.get_num_threads()} threads"
     )
     print(f"{'measurement':18s} {'ms/step':>9s} {memory + ' MiB':>24s}")
     for mode in MODES:
-        print(f"{mode:18s} {1000 * results[mode]['seconds']:9.1f} {results[mode]['peak_mb']:24.0f}")
-    print(f"{'ratio KD / (student + teacher)':30s} {k / (s + t):.3f}")
+        print(f"{mode:18s} {1000 * seconds[mode]:9.1f} {peaks[mode]:24.0f}")
+    ratio = seconds["kd_step"] / (seconds["student_step"] + seconds["teacher_forward"])
+    print(f"ratio KD step / (student step + teacher forward) = {ratio:.3f}  (floor 1.0, target <= 1.10)")
 
 
 if __name__ == "__main__":

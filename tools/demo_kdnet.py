@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
-from monai.inferers import SlidingWindowInferer
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+from model_cost import cost  # noqa: E402
+
 BUNDLE = "kdnet_brats_mri"
 
 
@@ -42,25 +43,6 @@ def test_dice(root: Path, run_dir: str) -> float:
     with open(root / "runs" / run_dir / "val_mean_dice_summary.csv") as f:
         row = next(r for r in csv.reader(f) if r[0] == "class0")
     return float(row[1])
-
-
-def network_for(root: Path, configs: list[str], overrides: dict) -> torch.nn.Module:
-    parser = ConfigParser()
-    parser.read_config([str(root / "configs" / c) for c in configs])
-    parser.update({"bundle_root": str(root), **overrides})
-    return parser.get_parsed_content("network_def")
-
-
-def seconds_per_volume(net: torch.nn.Module, channels: int, size: int, roi: int, repeats: int = 3) -> float:
-    inferer = SlidingWindowInferer(roi_size=[roi] * 3, sw_batch_size=2, overlap=0.25)
-    x = torch.randn(1, channels, size, size, size)
-    net.eval()
-    with torch.no_grad():
-        inferer(x, net)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            inferer(x, net)
-    return (time.perf_counter() - start) / repeats
 
 
 def main() -> None:
@@ -112,18 +94,8 @@ def main() -> None:
         print(f"training {name} ...", flush=True)
         wall = bundle_run(root, configs, train)
         bundle_run(root, configs + ["evaluate.json"], common)
-        net = network_for(root, configs, {})
-        channels = net.convInit.conv.in_channels
-        params = sum(p.numel() for p in net.parameters())
-        rows.append(
-            (
-                name,
-                test_dice(root, f"evaluate_{model_dir}"),
-                params,
-                seconds_per_volume(net, channels, args.size, args.size),
-                wall,
-            )
-        )
+        params, seconds = cost(root, configs, [args.size] * 3, overrides={"roi_size": [args.size] * 3})
+        rows.append((name, test_dice(root, f"evaluate_{model_dir}"), params, seconds, wall))
     print(
         f"\nKD-Net on {args.cases} synthetic phantoms ({args.size}^3, seed {args.seed}), test-set Dice, CPU "
         f"{torch.get_num_threads()} threads; results under {work}"

@@ -1,0 +1,38 @@
+"""Markdown table of test-set Dice from MONAI ``MetricsSaver`` summaries, mean ± std over runs.
+
+    python tools/results_table.py --metric val_mean_dice \
+        --row "student, KD" runs/evaluate_models runs/seed1_kd runs/seed2_kd --row ...
+
+Each folder holds ``<metric>_summary.csv`` of one evaluation (mean over its test cases); a row
+with several folders (seeds) reports the mean ± sample std of those per-run means, and each value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+from pathlib import Path
+
+
+def summary_mean(folder: Path, metric: str) -> float:
+    with open(folder / f"{metric}_summary.csv") as f:
+        return float(next(row for row in csv.reader(f) if row[0] == "mean")[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--metric", default="val_mean_dice")
+    parser.add_argument("--row", nargs="+", action="append", metavar=("NAME", "FOLDER"), required=True)
+    args = parser.parse_args()
+    print("| model | runs | test Dice, mean ± std over runs | per run |")
+    print("|---|---:|---:|---|")
+    for name, *folders in args.row:
+        values = [summary_mean(Path(f), args.metric) for f in folders]
+        spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+        each = ", ".join(f"{v:.3f}" for v in values)
+        print(f"| {name} | {len(values)} | {statistics.mean(values):.3f}{spread} | {each} |")
+
+
+if __name__ == "__main__":
+    main()
