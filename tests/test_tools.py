@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, run
+from tests.conftest import REPO, SCHEMA, run
 
 sys.path.insert(0, str(REPO / "tools"))
 from brats_datalist import brats_cases  # noqa: E402
@@ -76,3 +76,17 @@ def test_synthetic_phantoms_are_seeded_and_lesion_is_faint_in_t1(tmp_path):
     head = (flair > 30) & ~label
     contrast = [abs(img[label].mean() - img[head].mean()) / img[head].std() for img in (flair, t1)]
     assert contrast[0] > 2 * contrast[1] > 0
+
+
+def test_verifier_reports_a_version_without_changelog(tmp_path):
+    from verify_bundle import run_checks
+
+    bundle = tmp_path / "b"
+    (bundle / "configs").mkdir(parents=True)
+    meta = json.loads((REPO / "bundles" / "kdnet_brats_mri" / "configs" / "metadata.json").read_text())
+    meta["version"] = "9.9.9"
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    results = dict(run_checks(str(bundle), str(SCHEMA)))
+    missing = "missing ['LICENSE', 'configs/inference.json', 'models/model.pt', 'docs/README.md']"
+    assert missing in results["required files"]
+    assert "version '9.9.9' has no changelog entry" in results["version in changelog"]
