@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from monai.bundle import ConfigParser  # noqa: E402
+from model_cost import parse_model  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from common.teachers import load_state_dict_strict  # noqa: E402
@@ -63,13 +63,6 @@ def plot_curves(runs: list[str], labels: list[str], out: str) -> None:
     print(f"wrote {out}")
 
 
-def load_model(bundle: Path, configs: list[str], overrides: dict) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(bundle / "configs" / c) for c in configs])
-    parser.update({"bundle_root": str(bundle), "device": "cpu", **overrides})
-    return parser
-
-
 def dice(pred: np.ndarray, label: np.ndarray) -> float:
     denominator = pred.sum() + label.sum()
     return float(2 * (pred & label).sum() / denominator) if denominator else 1.0
@@ -80,11 +73,11 @@ def plot_overlay(args: argparse.Namespace) -> None:
     overrides = {"dataset_dir": args.dataset_dir, "datalist": args.datalist}
     models = []
     for name, configs in args.model:
-        parser = load_model(bundle, configs.split(","), overrides)
+        parser = parse_model(bundle, configs.split(","), overrides)
         net = parser.get_parsed_content("network_def")
         load_state_dict_strict(net, str(Path(parser.get_parsed_content("model_dir")) / "model.pt"))
         models.append((name, parser, net.eval()))
-    reader = load_model(bundle, args.model[0][1].split(","), overrides)
+    reader = parse_model(bundle, args.model[0][1].split(","), overrides)
     reader["validate#dataset#data#data_list_key"] = args.key
     items = reader.get_parsed_content("validate#dataset#data")
     rows = []
