@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Reproduces the KD-Net table of bundles/kdnet_brats_mri/docs/README.md on the BraTS subset:
+# Reproduces the KD-Net tables of bundles/kdnet_brats_mri/docs/README.md on the BraTS subset:
 # seeded case split, teacher (FLAIR+T1, seed 0), then for each seed the student without KD and
-# the KD-Net student (T1), each evaluated on the test cases (runs/evaluate_*/ *_summary.csv).
+# the KD-Net student (T1), each evaluated on the test cases (runs/*/val_mean_dice_summary.csv).
 #   bash tools/reproduce_kdnet_brats.sh ../shared/data/brats_subset [epochs] ["0 1 2"]
-# TRAIN_TEACHER=0 reuses models/teacher/model.pt. Seed 0 writes the shipped models/model.pt and
-# models/baseline/; other seeds write under runs/seed<N>_*.
+# TRAIN_TEACHER=0 reuses models/teacher/model.pt. ABLATION=1 adds, per seed, the KD student
+# without the latent term (kd_only) and without the logit term (latent_only).
+# Seed 0 writes the shipped models/model.pt and models/baseline/; everything else goes under runs/.
 set -euo pipefail
 data=${1:?usage: reproduce_kdnet_brats.sh DATA_DIR [EPOCHS] [SEEDS]}
 epochs=${2:-50}
@@ -20,16 +21,21 @@ if [ "${TRAIN_TEACHER:-1}" = 1 ]; then
     run teacher --config_file "['$C/train.json','$C/train_teacher.json']" --epochs "$epochs"
 fi
 run evaluate_teacher --config_file "['$C/train.json','$C/train_teacher.json','$C/evaluate.json']"
+variants="baseline kd"
+[ "${ABLATION:-0}" = 1 ] && variants="$variants kd_only latent_only"
 for seed in $seeds; do
-    for student in baseline kd; do
+    for variant in $variants; do
         configs="'$C/train.json'"
-        [ $student = baseline ] && configs="$configs,'$C/train_baseline.json'"
-        if [ "$seed" = 0 ]; then
-            where=()
-        else
-            where=(--seed "$seed" --run_name "seed${seed}_$student" --model_dir "$B/runs/seed${seed}_$student")
+        extra=()
+        case $variant in
+            baseline) configs="$configs,'$C/train_baseline.json'" ;;
+            kd_only) extra=(--latent_weight 0.0) ;;
+            latent_only) extra=(--kd_weight 0.0) ;;
+        esac
+        if [ "$seed" != 0 ] || [ "${#extra[@]}" -gt 0 ]; then
+            extra+=(--seed "$seed" --run_name "seed${seed}_$variant" --model_dir "$B/runs/seed${seed}_$variant")
         fi
-        run "${student}_seed$seed" --config_file "[$configs]" --epochs "$epochs" "${where[@]}"
-        run "evaluate_${student}_seed$seed" --config_file "[$configs,'$C/evaluate.json']" "${where[@]}"
+        run "${variant}_seed$seed" --config_file "[$configs]" --epochs "$epochs" "${extra[@]}"
+        run "evaluate_${variant}_seed$seed" --config_file "[$configs,'$C/evaluate.json']" "${extra[@]}"
     done
 done
