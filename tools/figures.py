@@ -6,8 +6,8 @@
         --model teacher train.json,train_teacher.json --model "KD student" train.json --out overlay.png
 
 ``overlay`` runs each model as its configs define it (``validate#preprocessing``, ``network_def``,
-``validate#inferer``, weights ``<model_dir>/model.pt``) on every case of the list, prints the
-per-case Dice, and draws for the first ``--cases`` cases the axial slice with the most tumour:
+``validate#inferer``, weights ``<model_dir>/model.pt``) on the first ``--cases`` cases of the
+list, prints their Dice, and draws for each the axial slice with the most tumour:
 the image the last model reads (its last channel), the ground truth, and each model's prediction.
 """
 
@@ -87,12 +87,10 @@ def plot_overlay(args: argparse.Namespace) -> None:
             data = parser.get_parsed_content("validate#preprocessing")(dict(item))
             with torch.no_grad():
                 logits = parser.get_parsed_content("validate#inferer")(data["image"][None], net)
-            pred = logits.argmax(1)[0].numpy() > 0
-            label = np.asarray(data["label"][0]) > 0
-            row[name] = pred
-            row["label"] = label
-            row["image"] = np.asarray(data["image"][-1])
-            row[f"dice {name}"] = dice(pred, label)
+            row["label"] = np.asarray(data["label"][0]) > 0  # the same grid for every model
+            row["image"] = np.asarray(data["image"][-1])  # the last model's view is shown
+            row[name] = logits.argmax(1)[0].numpy() > 0
+            row[f"dice {name}"] = dice(row[name], row["label"])
         rows.append(row)
         print(row["case"], " ".join(f"{n}={row[f'dice {n}']:.3f}" for n, _, _ in models), flush=True)
         if case_index + 1 >= args.cases:
