@@ -15,19 +15,30 @@ from monai.transforms import MapTransform
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-def _spatial_shape(path: str, read_voxels: bool) -> tuple[int, ...] | None:
-    """Spatial shape of a NIfTI file (None for other formats, which are only checked for existence)."""
+def read_nifti(path: str, read_voxels: bool) -> tuple[tuple[int, ...] | None, np.ndarray | None]:
+    """Spatial shape and (with ``read_voxels``) voxels of a NIfTI file; other formats are only
+    checked for existence and give ``(None, None)``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}")
     if not path.endswith(NIFTI_SUFFIXES):
-        return None
+        return None, None
     try:
         img = nib.load(path)
-        if read_voxels:
-            np.asanyarray(img.dataobj)
+        voxels = np.asanyarray(img.dataobj) if read_voxels else None
     except Exception as e:
         raise ValueError(f"cannot read image file {path}: {e}") from e
-    return tuple(img.shape[:3])
+    return tuple(img.shape[:3]), voxels
+
+
+def _check_label_values(path: str, voxels: np.ndarray, label_classes: int, ignore_value: int | None) -> None:
+    values = np.unique(voxels)
+    bad = [v for v in values.tolist() if v != ignore_value and not (0 <= v < label_classes and float(v).is_integer())]
+    if bad:
+        raise ValueError(
+            f"label file {path} holds values {bad[:6]} outside the {label_classes} classes 0..{label_classes - 1}"
+            + (f" (and the ignore value {ignore_value})" if ignore_value is not None else "")
+            + ": the network's class count and the labels' classes differ."
+        )
 
 
 def load_datalist(
@@ -37,13 +48,16 @@ def load_datalist(
     image_channels: int | None = None,
     check_files: bool = True,
     read_voxels: bool = True,
+    label_classes: int | None = None,
+    ignore_value: int | None = None,
 ) -> list[dict]:
     """``monai.data.load_decathlon_datalist`` that checks every case before a long run starts.
 
     Checks (each failure names the file or case): the list is not empty; every image and label
     file exists and can be read (``read_voxels`` decompresses the voxels, catching truncated
     files); a multi-modal ``image`` (a list of per-modality files) has ``image_channels`` files,
-    all of one spatial shape, and the label has that shape too.
+    all of one spatial shape, and the label has that shape too; with ``label_classes`` (and
+    ``read_voxels``), every label value is a class index below it or ``ignore_value``.
     """
     if not os.path.isfile(datalist_file):
         raise FileNotFoundError(f"datalist not found: {datalist_file}")
@@ -62,9 +76,11 @@ def load_datalist(
                 f"case {images[0]}: {len(images)} modality file(s), expected {image_channels} "
                 f"(a modality file is missing from the datalist)."
             )
-        shapes = {f: _spatial_shape(f, read_voxels) for f in images}
+        shapes = {f: read_nifti(f, read_voxels)[0] for f in images}
         if "label" in item:
-            shapes[item["label"]] = _spatial_shape(item["label"], read_voxels)
+            shapes[item["label"]], voxels = read_nifti(item["label"], read_voxels)
+            if label_classes is not None and voxels is not None:
+                _check_label_values(item["label"], voxels, label_classes, ignore_value)
         known = {f: s for f, s in shapes.items() if s is not None}
         if len(set(known.values())) > 1:
             listing = ", ".join(f"{os.path.basename(f)} {s}" for f, s in known.items())

@@ -81,3 +81,26 @@ def test_real_brats_subset_datalist_passes_the_checks():
     src = SHARED_DATA / "brats_subset"
     items = load_datalist(str(src / "dataset.json"), base_dir=str(src), image_channels=2, read_voxels=False)
     assert len(items) == 16
+
+
+def test_label_values_outside_the_classes_are_named(tmp_path):
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from common.data import load_datalist
+
+    label = np.zeros((4, 4, 4), np.uint8)
+    label[0, 0, 0], label[1, 1, 1] = 255, 1
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "img.nii.gz")
+    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "lab.nii.gz")
+    (tmp_path / "d.json").write_text(json.dumps({"training": [{"image": "img.nii.gz", "label": "lab.nii.gz"}]}))
+    args = (str(tmp_path / "d.json"), "training", str(tmp_path))
+    assert load_datalist(*args, label_classes=2, ignore_value=255)
+    with pytest.raises(ValueError, match=r"lab.nii.gz holds values \[255\] outside the 2 classes"):
+        load_datalist(*args, label_classes=2)
+    label[2, 2, 2] = 3
+    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "lab.nii.gz")
+    with pytest.raises(ValueError, match=r"values \[3\]"):
+        load_datalist(*args, label_classes=2, ignore_value=255)

@@ -111,3 +111,45 @@ def test_adapter_is_trained_with_student_and_teacher_gets_no_gradient():
     assert student_feat.grad is not None and student_feat.grad.abs().sum() > 0
     assert adapter.weight.grad is not None and adapter.weight.grad.abs().sum() > 0
     assert teacher_feat.grad is None
+
+
+def test_masked_dice_ce_equals_monai_dice_ce_without_ignored_voxels():
+    from monai.losses import DiceCELoss
+
+    from common.losses import MaskedDiceCELoss
+
+    logits, labels = torch.randn(2, 3, 6, 5, 4), torch.randint(0, 3, (2, 1, 6, 5, 4)).float()
+    expected = DiceCELoss(to_onehot_y=True, softmax=True)(logits, labels)
+    assert MaskedDiceCELoss()(logits, labels).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_masked_dice_ce_matches_hand_computed_value_and_ignores_masked_voxels():
+    from common.losses import MaskedDiceCELoss
+
+    logits = torch.tensor([[[[0.0, 2.0, 5.0]], [[0.0, 0.0, -5.0]]]])  # (1, 2, 1, 3)
+    labels = torch.tensor([[[[1.0, 0.0, 255.0]]]])
+    p = torch.softmax(logits[0, :, 0, :2], dim=0)  # the two kept voxels
+    ce = -(p[1, 0].log() + p[0, 1].log()) / 2
+    onehot = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # class x voxel
+    dice = 1 - (2 * (p * onehot).sum(1) + 1e-5) / (p.sum(1) + onehot.sum(1) + 1e-5)
+    loss = MaskedDiceCELoss(ignore_index=255)
+    assert loss(logits, labels).item() == pytest.approx((dice.mean() + ce).item(), abs=1e-5)
+    changed = logits.clone()
+    changed[..., 2] = torch.tensor([-9.0, 9.0]).view(2, 1)
+    assert loss(changed, labels).item() == pytest.approx(loss(logits, labels).item(), abs=1e-6)
+
+
+def test_masked_dice_ce_gradients_reach_only_kept_voxels_and_bad_labels_are_named():
+    from common.losses import MaskedDiceCELoss
+
+    logits = torch.randn(1, 2, 4, 4, requires_grad=True)
+    labels = torch.randint(0, 2, (1, 1, 4, 4)).float()
+    labels[..., :2, :] = 255
+    MaskedDiceCELoss()(logits, labels).backward()
+    assert logits.grad[..., :2, :].abs().sum() == 0 and logits.grad[..., 2:, :].abs().sum() > 0
+    with pytest.raises(ValueError, match="label value 2 does not fit a 2-class head"):
+        MaskedDiceCELoss()(torch.randn(1, 2, 4, 4), torch.full((1, 1, 4, 4), 2.0))
+    with pytest.raises(ValueError, match="is a class index"):
+        MaskedDiceCELoss(ignore_index=1)(torch.randn(1, 2, 4, 4), labels)
+    all_ignored = torch.full((1, 1, 4, 4), 255.0)
+    assert torch.isfinite(MaskedDiceCELoss()(torch.randn(1, 2, 4, 4), all_ignored))

@@ -39,8 +39,23 @@ def test_split_is_seeded_disjoint_and_complete():
     names = [c["image"] for key in ("training", "validation", "test") for c in a[key]]
     assert sorted(names) == sorted(c["image"] for c in cases)
     assert (len(a["training"]), len(a["validation"]), len(a["test"])) == (10, 2, 4)
-    with pytest.raises(ValueError, match="cannot take 10 validation and 6 test cases out of 16"):
+    with pytest.raises(ValueError, match="out of 16 and leave some for training"):
         split_cases(cases, 10, 6, seed=0)
+
+
+def test_split_extra_lists_are_disjoint_and_keep_the_test_cases():
+    cases = [{"image": f"c{i}"} for i in range(20)]
+    split = split_cases(cases, 2, 4, seed=0, extra={"transferal": 6, "finetune": 2})
+    assert {k: len(v) for k, v in split.items()} == {
+        "training": 6,
+        "test": 4,
+        "validation": 2,
+        "transferal": 6,
+        "finetune": 2,
+    }
+    names = [c["image"] for items in split.values() for c in items]
+    assert sorted(names) == sorted(c["image"] for c in cases)
+    assert split["test"] == split_cases(cases, 2, 4, seed=0)["test"]
 
 
 def test_synthetic_phantoms_are_seeded_and_lesion_is_faint_in_t1(tmp_path):

@@ -94,7 +94,7 @@ def main() -> None:
         print(f"training {name} ...", flush=True)
         wall = bundle_run(root, configs, train)
         bundle_run(root, configs + ["evaluate.json"], common)
-        params, seconds = cost(root, configs, [args.size] * 3, overrides={"roi_size": [args.size] * 3})
+        params, seconds, _ = cost(root, configs, [args.size] * 3, overrides={"roi_size": [args.size] * 3})
         rows.append((name, test_dice(root, f"evaluate_{model_dir}"), params, seconds, wall))
     print(
         f"\nKD-Net on {args.cases} synthetic phantoms ({args.size}^3, seed {args.seed}), test-set Dice, CPU "

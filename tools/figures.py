@@ -5,10 +5,13 @@
     python tools/figures.py overlay --bundle bundles/X --dataset_dir DATA --datalist SPLIT --key test \
         --model teacher train.json,train_teacher.json --model "KD student" train.json --out overlay.png
 
+CONFIGS may end with ``key=value`` overrides, e.g. ``train.json,train_teacher.json,teacher_name=segresnet``.
+
 ``overlay`` runs each model as its configs define it (``validate#preprocessing``, ``network_def``,
 ``validate#inferer``, weights ``<model_dir>/model.pt``) on the first ``--cases`` cases of the
-list, prints their Dice, and draws for each the axial slice with the most tumour:
-the image the last model reads (its last channel), the ground truth, and each model's prediction.
+list, brings every prediction back to the image file's own grid (models may use different
+spacings), prints their Dice there, and draws for each case the axial slice with the most
+foreground: the image (its last channel), the ground truth, and each model's prediction.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from model_cost import parse_model  # noqa: E402
+from model_cost import model_spec, parse_model  # noqa: E402
+from monai.transforms import Invertd, LoadImage  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from common.teachers import load_state_dict_strict  # noqa: E402
@@ -72,24 +76,28 @@ def plot_overlay(args: argparse.Namespace) -> None:
     bundle = Path(args.bundle)
     overrides = {"dataset_dir": args.dataset_dir, "datalist": args.datalist}
     models = []
-    for name, configs in args.model:
-        parser = parse_model(bundle, configs.split(","), overrides)
+    for name, spec in args.model:
+        configs, model_overrides = model_spec(spec)
+        parser = parse_model(bundle, configs, overrides | model_overrides)
         net = parser.get_parsed_content("network_def")
         load_state_dict_strict(net, str(Path(parser.get_parsed_content("model_dir")) / "model.pt"))
         models.append((name, parser, net.eval()))
-    reader = parse_model(bundle, args.model[0][1].split(","), overrides)
+    reader = parse_model(bundle, model_spec(args.model[0][1])[0], overrides)
     reader["validate#dataset#data#data_list_key"] = args.key
     items = reader.get_parsed_content("validate#dataset#data")
     rows = []
+    load = LoadImage(image_only=True, ensure_channel_first=True)
     for case_index, item in enumerate(items):
-        row = {"case": Path(str(item["label"])).name.split()[-1].replace("_seg.nii.gz", "")}
+        row = {"case": Path(str(item["label"])).name.split()[-1].replace("_seg.nii.gz", "").replace(".nii.gz", "")}
+        row["label"] = np.asarray(load(item["label"])[0]) > 0
+        row["image"] = np.asarray(load(item["image"])[-1])
         for name, parser, net in models:
-            data = parser.get_parsed_content("validate#preprocessing")(dict(item))
+            preprocessing = parser.get_parsed_content("validate#preprocessing")
+            data = preprocessing(dict(item))
             with torch.no_grad():
-                logits = parser.get_parsed_content("validate#inferer")(data["image"][None], net)
-            row["label"] = np.asarray(data["label"][0]) > 0  # the same grid for every model
-            row["image"] = np.asarray(data["image"][-1])  # the last model's view is shown
-            row[name] = logits.argmax(1)[0].numpy() > 0
+                data["pred"] = parser.get_parsed_content("validate#inferer")(data["image"][None], net)[0].softmax(0)
+            pred = Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False)(data)["pred"]
+            row[name] = np.asarray(pred.argmax(0)) > 0
             row[f"dice {name}"] = dice(row[name], row["label"])
         rows.append(row)
         print(row["case"], " ".join(f"{n}={row[f'dice {n}']:.3f}" for n, _, _ in models), flush=True)

@@ -1,10 +1,12 @@
-"""Markdown table of test-set Dice from MONAI ``MetricsSaver`` summaries, mean ± std over runs.
+"""Markdown table of test-set metrics from MONAI ``MetricsSaver`` summaries, mean ± std over runs.
 
     python tools/results_table.py --metric val_mean_dice \
         --row "student, KD" runs/evaluate_models runs/seed1_kd runs/seed2_kd --row ...
+    python tools/results_table.py --metric test_mean_dice test_hd95_mm --row ...
 
 Each folder holds ``<metric>_summary.csv`` of one evaluation (mean over its test cases); a row
-with several folders (seeds) reports the mean ± sample std of those per-run means, and each value.
+with several folders (seeds) reports, per metric, the mean ± sample std of those per-run means,
+and each value.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ def summary_mean(folder: Path, metric: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--metric", default="val_mean_dice")
+    parser.add_argument("--metric", nargs="+", default=["val_mean_dice"])
     parser.add_argument("--row", nargs="+", action="append", metavar=("NAME", "FOLDER"), required=True)
     args = parser.parse_args()
-    print("| model | runs | test Dice, mean ± std over runs | per run |")
-    print("|---|---:|---:|---|")
+    print("| model | runs | " + " | ".join(f"{m}, mean ± std over runs | per run" for m in args.metric) + " |")
+    print("|---|---:|" + "---:|---|" * len(args.metric))
     for name, *folders in args.row:
-        values = [summary_mean(Path(f), args.metric) for f in folders]
-        spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-        each = ", ".join(f"{v:.3f}" for v in values)
-        print(f"| {name} | {len(values)} | {statistics.mean(values):.3f}{spread} | {each} |")
+        cells = []
+        for metric in args.metric:
+            values = [summary_mean(Path(f), metric) for f in folders]
+            spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+            cells += [f"{statistics.mean(values):.3f}{spread}", ", ".join(f"{v:.3f}" for v in values)]
+        print(f"| {name} | {len(folders)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

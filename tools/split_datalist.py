@@ -1,7 +1,9 @@
-"""Split a Decathlon datalist's cases into seeded training / validation / test lists.
+"""Split a Decathlon datalist's cases into seeded training / validation / test (and more) lists.
 
     python tools/split_datalist.py --datalist ../shared/data/brats_subset/dataset.json \
         --out /tmp/brats_split.json --val 2 --test 4 --seed 0
+    python tools/split_datalist.py --datalist ../shared/data/la2018/dataset.json \
+        --out /tmp/la_split.json --val 4 --test 10 --list transferal=18 --list finetune=4 --seed 0
 
 Paths stay relative to the source datalist's folder, so configs keep ``--dataset_dir`` pointing
 there. The chosen cases are printed, to be written in the bundle's docs.
@@ -15,16 +17,21 @@ import os
 import random
 
 
-def split_cases(cases: list, n_val: int, n_test: int, seed: int) -> dict[str, list]:
-    """Shuffle ``cases`` with ``seed`` and cut them into training, validation and test lists."""
-    if n_val < 0 or n_test < 0 or n_val + n_test >= len(cases):
-        raise ValueError(f"cannot take {n_val} validation and {n_test} test cases out of {len(cases)}.")
+def split_cases(
+    cases: list, n_val: int, n_test: int, seed: int, extra: dict[str, int] | None = None
+) -> dict[str, list]:
+    """Shuffle ``cases`` with ``seed`` and cut them into disjoint lists: ``test``, ``validation``, each
+    ``extra`` list (name: size, e.g. ``{"transferal": 18}``), and ``training`` with the rest."""
+    sizes = {"test": n_test, "validation": n_val, **(extra or {})}
+    if any(n < 0 for n in sizes.values()) or sum(sizes.values()) >= len(cases):
+        raise ValueError(f"cannot take {sizes} cases out of {len(cases)} and leave some for training.")
     order = list(range(len(cases)))
     random.Random(seed).shuffle(order)
-    test = [cases[i] for i in sorted(order[:n_test])]
-    val = [cases[i] for i in sorted(order[n_test : n_test + n_val])]
-    train = [cases[i] for i in sorted(order[n_test + n_val :])]
-    return {"training": train, "validation": val, "test": test}
+    split, start = {}, 0
+    for name, n in sizes.items():
+        split[name] = [cases[i] for i in sorted(order[start : start + n])]
+        start += n
+    return {"training": [cases[i] for i in sorted(order[start:])], **split}
 
 
 def case_name(item: dict) -> str:
@@ -39,11 +46,13 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--val", type=int, required=True)
     parser.add_argument("--test", type=int, required=True)
+    parser.add_argument("--list", action="append", default=[], metavar="NAME=N", help="a further disjoint list")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    extra = {name: int(n) for name, n in (item.split("=") for item in args.list)}
     with open(args.datalist) as f:
         source = json.load(f)
-    split = split_cases(source[args.key], args.val, args.test, args.seed)
+    split = split_cases(source[args.key], args.val, args.test, args.seed, extra)
     out = {k: v for k, v in source.items() if k != args.key} | split
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
