@@ -105,3 +105,22 @@ def test_verifier_reports_a_version_without_changelog(tmp_path):
     missing = "missing ['LICENSE', 'configs/inference.json', 'models/model.pt', 'docs/README.md']"
     assert missing in results["required files"]
     assert "version '9.9.9' has no changelog entry" in results["version in changelog"]
+
+
+def test_model_spec_separates_configs_from_overrides():
+    from model_cost import model_spec
+
+    assert model_spec("train.json,train_teacher.json,teacher_name=segresnet,roi_size=[32,32,32]") == (
+        ["train.json", "train_teacher.json"],
+        {"teacher_name": "segresnet", "roi_size": [32, 32, 32]},
+    )
+
+
+def test_results_table_reports_each_metric_over_runs(tmp_path):
+    for run_dir, dice, hd in (("a", 0.8, 4.0), ("b", 0.6, 6.0)):
+        (tmp_path / run_dir).mkdir()
+        for metric, value in (("test_mean_dice", dice), ("test_hd95_mm", hd)):
+            (tmp_path / run_dir / f"{metric}_summary.csv").write_text(f"class,mean\nclass0,{value}\nmean,{value}\n")
+    args = ["--metric", "test_mean_dice", "test_hd95_mm", "--row", "student", str(tmp_path / "a"), str(tmp_path / "b")]
+    out = run([sys.executable, "tools/results_table.py", *args]).stdout
+    assert "| student | 2 | 0.700 ± 0.141 | 0.800, 0.600 | 5.000 ± 1.414 | 4.000, 6.000 |" in out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ def parse_model(bundle: Path, configs: list[str], overrides: dict | None = None)
 def model_spec(spec: str) -> tuple[list[str], dict]:
     """``"a.json,b.json,key=value"`` -> config files and overrides (values read as JSON when they parse)."""
     configs, overrides = [], {}
-    for item in spec.split(","):
+    for item in re.split(r",(?![^\[\]]*\])", spec):  # commas inside [...] belong to a value
         if "=" in item:
             key, value = item.split("=", 1)
             try:
