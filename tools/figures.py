@@ -48,9 +48,10 @@ def scalars(run_dir: str, tag: str) -> tuple[np.ndarray, np.ndarray]:
 def plot_curves(runs: list[str], labels: list[str], out: str) -> None:
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4))
     for run, label in zip(runs, labels, strict=True):
-        steps, loss = scalars(run, "loss_seg")
-        if len(loss) == 0:
-            steps, loss = scalars(run, "loss")
+        for tag in ("loss_seg", "loss", "train_loss"):  # the named term, else the whole training loss
+            steps, loss = scalars(run, tag)
+            if len(loss):
+                break
         if len(loss):
             window = max(1, len(loss) // 50)
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
