@@ -124,3 +124,23 @@ def test_results_table_reports_each_metric_over_runs(tmp_path):
     args = ["--metric", "test_mean_dice", "test_hd95_mm", "--row", "student", str(tmp_path / "a"), str(tmp_path / "b")]
     out = run([sys.executable, "tools/results_table.py", *args]).stdout
     assert "| student | 2 | 0.700 ± 0.141 | 0.800, 0.600 | 5.000 ± 1.414 | 4.000, 6.000 |" in out
+
+
+def test_pseudo_label_quality_scores_confident_voxels_against_ground_truth(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    truth, pseudo = np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 4), np.uint8)
+    truth[:2] = 1  # 32 voxels
+    pseudo[:1] = 1  # 16 voxels inside the truth: Dice 2*16/48
+    pseudo[3, 3, 3] = 255  # ignored, and not counted against either side
+    for name, array in (("img", truth.astype(np.float32)), ("lab", truth), ("pseudo", pseudo)):
+        nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / f"{name}.nii.gz")
+    (tmp_path / "split.json").write_text(json.dumps({"transferal": [{"image": "img.nii.gz", "label": "lab.nii.gz"}]}))
+    folder = tmp_path / "pl"
+    folder.mkdir()
+    entry = {"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "pseudo.nii.gz")}
+    (folder / "datalist.json").write_text(json.dumps({"training": [entry]}))
+    args = ["--dataset_dir", str(tmp_path), "--datalist", str(tmp_path / "split.json"), "--pseudo", "t", str(folder)]
+    out = run([sys.executable, "tools/pseudo_label_quality.py", *args]).stdout
+    assert "| t | 1 | 0.667 | 1.6% |" in out
