@@ -124,6 +124,12 @@ def test_results_table_reports_each_metric_over_runs(tmp_path):
     args = ["--metric", "test_mean_dice", "test_hd95_mm", "--row", "student", str(tmp_path / "a"), str(tmp_path / "b")]
     out = run([sys.executable, "tools/results_table.py", *args]).stdout
     assert "| student | 2 | 0.700 ± 0.141 | 0.800, 0.600 | 5.000 ± 1.414 | 4.000, 6.000 |" in out
+    for run_dir, first, second in (("a", 0.9, 0.5), ("b", 0.7, 0.3)):
+        raw = f"filename,class0,mean\n/d/x1.nii.gz,{first},{first}\n/d/x2.nii.gz,{second},{second}\n"
+        (tmp_path / run_dir / "test_mean_dice_raw.csv").write_text(raw)
+    rows = ["--row", "A", str(tmp_path / "a"), "--row", "B", str(tmp_path / "b")]
+    out = run([sys.executable, "tools/results_table.py", "--metric", "test_mean_dice", "--per_case", *rows]).stdout
+    assert "| x1 | 0.900 | 0.700 |" in out and "| x2 | 0.500 | 0.300 |" in out
 
 
 def test_pseudo_label_quality_scores_confident_voxels_against_ground_truth(tmp_path):

@@ -6,7 +6,8 @@
 
 Each folder holds ``<metric>_summary.csv`` of one evaluation (mean over its test cases); a row
 with several folders (seeds) reports, per metric, the mean ± sample std of those per-run means,
-and each value.
+and each value. ``--per_case`` prints instead one line per test case and one column per row,
+from ``<metric>_raw.csv`` of each row's first folder.
 """
 
 from __future__ import annotations
@@ -22,11 +23,25 @@ def summary_mean(folder: Path, metric: str) -> float:
         return float(next(row for row in csv.reader(f) if row[0] == "mean")[1])
 
 
+def per_case(folder: Path, metric: str) -> dict[str, float]:
+    with open(folder / f"{metric}_raw.csv") as f:
+        rows = list(csv.reader(f))[1:]
+    return {Path(r[0]).name.split()[-1].split(".nii")[0]: float(r[-1]) for r in rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metric", nargs="+", default=["val_mean_dice"])
     parser.add_argument("--row", nargs="+", action="append", metavar=("NAME", "FOLDER"), required=True)
+    parser.add_argument("--per_case", action="store_true", help="one line per case (first metric, first folders)")
     args = parser.parse_args()
+    if args.per_case:
+        columns = {name: per_case(Path(folders[0]), args.metric[0]) for name, *folders in args.row}
+        print("| case | " + " | ".join(columns) + " |")
+        print("|---|" + "---:|" * len(columns))
+        for case in next(iter(columns.values())):
+            print(f"| {case} | " + " | ".join(f"{values[case]:.3f}" for values in columns.values()) + " |")
+        return
     print("| model | runs | " + " | ".join(f"{m}, mean ± std over runs | per run" for m in args.metric) + " |")
     print("|---|---:|" + "---:|---|" * len(args.metric))
     for name, *folders in args.row:
