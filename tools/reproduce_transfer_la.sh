@@ -6,7 +6,8 @@
 # student on the transferal cases' ground truth (upper bound), and the fused student fine-tuned
 # on the 4 fine-tuning cases; every model evaluated on the test cases (Dice, HD95 in mm).
 #   bash tools/reproduce_transfer_la.sh ../shared/data/la2018 [student_epochs] ["0 1 2"]
-# TRAIN_TEACHERS=0 reuses models/teacher/*/model.pt. Seed 0 writes the shipped models/model.pt
+# TRAIN_TEACHERS=0 reuses models/teacher/*/model.pt; VARIANTS="fused groundtruth" trains only those
+# students (default: unet segresnet fused groundtruth finetuned). Seed 0 writes the shipped models/model.pt
 # (fused student), models/groundtruth/ and models/finetuned/; everything else goes under runs/.
 set -euo pipefail
 data=${1:?usage: reproduce_transfer_la.sh DATA_DIR [STUDENT_EPOCHS] [SEEDS]}
@@ -34,7 +35,7 @@ for source in unet segresnet fused; do
         --teachers "${teachers[$source]}" --pseudo_label_dir "$R/pseudo_$source"
 done
 for seed in $seeds; do
-    for variant in unet segresnet fused groundtruth finetuned; do
+    for variant in ${VARIANTS:-unet segresnet fused groundtruth finetuned}; do
         configs="'$C/train.json'"
         extra=(--seed "$seed")
         case $variant in
