@@ -42,7 +42,8 @@ def check_changelog(bundle: str) -> None:
 def check_properties(bundle: str, workflow_type: str, config: str, dataset_dir: str | None) -> None:
     """``check_properties()`` resolves every required id, datasets included, so it needs data:
     without ``dataset_dir`` only the presence of the required ids is checked."""
-    overrides = {"dataset_dir": dataset_dir} if dataset_dir else {}
+    # num_workers 0: datasets load in this thread (a cache thread pool once failed here without a traceback)
+    overrides = {"dataset_dir": dataset_dir, "num_workers": 0} if dataset_dir else {}
     workflow = ConfigWorkflow(
         config_file=os.path.join(bundle, "configs", config),
         meta_file=os.path.join(bundle, "configs", "metadata.json"),
@@ -103,7 +104,11 @@ def run_checks(bundle: str, schema: str, dataset_dir: str | None = None) -> list
             if isinstance(e, KeyboardInterrupt):
                 raise
             traceback.print_exc(file=sys.stderr)
-            results.append((name, f"{type(e).__name__}: {e}"))
+            root = e
+            while root.__cause__ is not None:  # config instantiation wraps the real error several times
+                root = root.__cause__
+            cause = f" (caused by {type(root).__name__}: {root})" if root is not e else ""
+            results.append((name, f"{type(e).__name__}: {e}{cause}"))
     return results
 
 
