@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
 
@@ -13,6 +14,7 @@ from monai.data import load_decathlon_datalist
 from monai.transforms import MapTransform
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+logger = logging.getLogger(__name__)
 
 
 def read_nifti(path: str, read_voxels: bool) -> tuple[tuple[int, ...] | None, np.ndarray | None]:
@@ -50,6 +52,7 @@ def load_datalist(
     read_voxels: bool = True,
     label_classes: int | None = None,
     ignore_value: int | None = None,
+    required_labels: Sequence[int] | None = None,
 ) -> list[dict]:
     """``monai.data.load_decathlon_datalist`` that checks every case before a long run starts.
 
@@ -57,7 +60,9 @@ def load_datalist(
     file exists and can be read (``read_voxels`` decompresses the voxels, catching truncated
     files); a multi-modal ``image`` (a list of per-modality files) has ``image_channels`` files,
     all of one spatial shape, and the label has that shape too; with ``label_classes`` (and
-    ``read_voxels``), every label value is a class index below it or ``ignore_value``.
+    ``read_voxels``), every label value is a class index below it or ``ignore_value``; with
+    ``required_labels`` (e.g. the tumour label), at least one case holds one of these values,
+    and cases holding none are listed in a warning.
     """
     if not os.path.isfile(datalist_file):
         raise FileNotFoundError(f"datalist not found: {datalist_file}")
@@ -69,6 +74,7 @@ def load_datalist(
         raise ValueError(f"datalist {datalist_file} has no cases under {data_list_key!r}.")
     if not check_files:
         return items
+    without_required: list[str] = []
     for item in items:
         images = item["image"] if isinstance(item["image"], (list, tuple)) else [item["image"]]
         if image_channels is not None and len(images) != image_channels:
@@ -81,11 +87,27 @@ def load_datalist(
             shapes[item["label"]], voxels = read_nifti(item["label"], read_voxels)
             if label_classes is not None and voxels is not None:
                 _check_label_values(item["label"], voxels, label_classes, ignore_value)
+            if required_labels is not None and voxels is not None and not np.isin(voxels, required_labels).any():
+                without_required.append(item["label"])
         known = {f: s for f, s in shapes.items() if s is not None}
         if len(set(known.values())) > 1:
             listing = ", ".join(f"{os.path.basename(f)} {s}" for f, s in known.items())
             raise ValueError(f"case {os.path.dirname(images[0])}: image/label shapes differ: {listing}")
+    if required_labels is not None and read_voxels:
+        _report_required_labels(datalist_file, data_list_key, list(required_labels), without_required, len(items))
     return items
+
+
+def _report_required_labels(datalist: str, key: str, labels: list[int], without: list[str], n_cases: int) -> None:
+    if len(without) == n_cases:
+        raise ValueError(
+            f"no label map of the {n_cases} cases under {key!r} in {datalist} holds label value(s) {labels} "
+            f"(e.g. {without[0]}): the configured target label is wrong for this dataset "
+            "(KiTS19 and LiTS tumours are 2; check `target_labels`)."
+        )
+    if without:
+        names = ", ".join(os.path.basename(f) for f in without[:5]) + (" ..." if len(without) > 5 else "")
+        logger.warning(f"{len(without)} of {n_cases} cases under {key!r} hold no label {labels}: {names}")
 
 
 class SelectChannelsd(MapTransform):
@@ -120,3 +142,42 @@ class SelectChannelsd(MapTransform):
                 raise ValueError(f"channel index {bad} out of range: {key!r} has {n} channel(s){named}.")
             d[key] = d[key][self.channels]
         return d
+
+
+class WarnIfNotCTd(MapTransform):
+    """Warn, once per image, when an image that is about to get a Hounsfield-unit window does not
+    look like CT: CT holds air at about -1000 HU, so its minimum lies far below zero. An MRI or an
+    already normalised image passed through a HU window would be clipped into a nearly constant
+    image without any error; this check says so and names the file. Data are passed through unchanged.
+
+    Args:
+        keys: image keys to check.
+        hu_window: the configured window ``(low, high)``, quoted in the warning.
+        max_min_hu: an image whose minimum is above this value is reported (default -500 HU).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        hu_window: Sequence[float] = (-1000.0, 1000.0),
+        max_min_hu: float = -500.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.hu_window = tuple(float(v) for v in hu_window)
+        self.max_min_hu = float(max_min_hu)
+        self._warned: set[str] = set()
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> Mapping[Hashable, torch.Tensor]:
+        for key in self.key_iterator(data):
+            image = data[key]
+            low, high = float(image.min()), float(image.max())
+            source = str(getattr(image, "meta", {}).get("filename_or_obj", key))
+            if low > self.max_min_hu and source not in self._warned:
+                self._warned.add(source)
+                logger.warning(
+                    f"{source} does not look like CT in Hounsfield units (intensities {low:g}..{high:g}, no air "
+                    f"below {self.max_min_hu:g}): the HU window {self.hu_window} will clip it. For MRI or "
+                    "pre-normalised images configure another intensity normalisation."
+                )
+        return data

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from monai.engines import SupervisedTrainer
 from monai.utils import CommonKeys as Keys
 from torch import nn
@@ -37,7 +38,9 @@ class DistillationTrainer(SupervisedTrainer):
     teacher's logits under its name and the tapped features ``"student:<layer>"`` /
     ``"<teacher>:<layer>"``. The layers to tap are read from the loss terms' inputs. Each
     weighted term is stored in the iteration output as ``loss_<name>`` (log it with
-    :func:`loss_terms`).
+    :func:`loss_terms`). Under ``torch.distributed`` a loss with learnable parameters (adapters,
+    projection heads) runs wrapped in ``DistributedDataParallel``, so every rank keeps the same
+    adapters as the DDP-wrapped student; checkpoints still hold the unwrapped loss.
 
     Args:
         teachers: a frozen network, or a mapping name -> network for several teachers; an empty
@@ -74,6 +77,10 @@ class DistillationTrainer(SupervisedTrainer):
         if missing:
             raise ValueError(f"no teacher_input_key for teachers {sorted(missing)}.")
         self.distillation_loss = loss_function
+        self._loss_call: nn.Module = loss_function
+        if dist.is_available() and dist.is_initialized() and any(p.requires_grad for p in loss_function.parameters()):
+            device_ids = [torch.device(device)] if torch.device(device).type == "cuda" else None
+            self._loss_call = nn.parallel.DistributedDataParallel(loss_function, device_ids=device_ids)
         student = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
         self.student_taps, self.teacher_taps = self._make_taps(student, loss_function.required_inputs)
         self._teacher_outputs: dict[str, torch.Tensor] = {}
@@ -140,6 +147,6 @@ class DistillationTrainer(SupervisedTrainer):
                     f"teacher {name!r} output shape {tuple(output.shape)} and student output shape "
                     f"{tuple(pred.shape)} differ in spatial size: both must see the same crop."
                 )
-        total, terms = self.distillation_loss(inputs)
+        total, terms = self._loss_call(inputs)
         self.state.output.update({f"loss_{name}": value.detach() for name, value in terms.items()})
         return total

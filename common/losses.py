@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -16,10 +17,51 @@ def _check_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str) -
     if student.shape != teacher.shape:
         raise ValueError(
             f"{what}: student shape {tuple(student.shape)} and teacher shape {tuple(teacher.shape)} differ. "
-            "Tap layers of matching shape or give the term an adapter that maps the student's shape to the teacher's."
+            "Tap layers of matching shape, give the term an adapter that maps the student's channels to the "
+            "teacher's, or set `resize` to interpolate the student onto the teacher's grid."
         )
     if student.ndim < 2:
         raise ValueError(f"{what}: expected (B, C, ...) tensors, got shape {tuple(student.shape)}.")
+
+
+def resize_to(x: torch.Tensor, size: Sequence[int], mode: str = "bilinear", what: str = "feature") -> torch.Tensor:
+    """Interpolate a (B, C, *spatial) map to ``size``; ``bilinear`` means ``trilinear`` for 3-D maps.
+
+    Raises ``ValueError`` when the map cannot be resized to ``size`` (different number of spatial dimensions)."""
+    size = tuple(int(n) for n in size)
+    if x.ndim - 2 != len(size) or x.ndim < 3:
+        raise ValueError(
+            f"{what} of shape {tuple(x.shape)} cannot be resized to spatial size {size}: "
+            f"{x.ndim - 2}-D and {len(size)}-D maps do not match (tap layers of the same dimensionality)."
+        )
+    if tuple(x.shape[2:]) == size:
+        return x
+    if mode == "bilinear" and len(size) == 3:
+        mode = "trilinear"
+    align = False if mode in ("bilinear", "trilinear", "bicubic") else None
+    return F.interpolate(x, size=size, mode=mode, align_corners=align)
+
+
+def _align(student: torch.Tensor, teacher: torch.Tensor, resize: str | None, what: str) -> torch.Tensor:
+    """The student map on the teacher's grid when ``resize`` names an interpolation mode."""
+    if resize is not None and student.shape[2:] != teacher.shape[2:]:
+        if student.shape[0] != teacher.shape[0]:
+            shapes = f"student {tuple(student.shape)}, teacher {tuple(teacher.shape)}"
+            raise ValueError(f"{what}: batch sizes differ, {shapes}.")
+        student = resize_to(student, teacher.shape[2:], resize, what=f"{what}: student map")
+    return student
+
+
+def concat_resized(features: Sequence[torch.Tensor], mode: str = "bilinear") -> torch.Tensor:
+    """Concatenate feature maps along channels on the grid of the smallest one (a "combination of
+    layers", e.g. HLFD's teacher middle layers): larger maps are interpolated down to it."""
+    if not features:
+        raise ValueError("concat_resized needs at least one feature map.")
+    shapes = [tuple(f.shape) for f in features]
+    if len({s[0] for s in shapes}) > 1 or len({len(s) for s in shapes}) > 1:
+        raise ValueError(f"feature maps of shapes {shapes} cannot be combined: batch size or dimensionality differ.")
+    size = min((s[2:] for s in shapes), key=math.prod)
+    return torch.cat([resize_to(f, size, mode) for f in features], dim=1)
 
 
 def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -56,11 +98,16 @@ class LogitDistillationLoss(_Loss):
         activation: ``"softmax"`` or ``"sigmoid"``.
         reduction: ``"mean"`` (over batch and voxels, and channels for sigmoid), ``"sum"`` or
             ``"none"``, which returns shape (B, 1, *spatial) for softmax and (B, C, *spatial) for sigmoid.
+        resize: ``None`` (spatial sizes must match) or an interpolation mode (``"bilinear"``,
+            ``"nearest"``, ...) with which student logits of another size are resized to the
+            teacher's grid, e.g. a 1x1 adapter's output on an intermediate student layer.
 
-    Shapes: student and teacher logits (B, C, *spatial), identical.
+    Shapes: student and teacher logits (B, C, *spatial); identical unless ``resize`` is set.
     """
 
-    def __init__(self, temperature: float = 4.0, activation: str = "softmax", reduction: str = "mean") -> None:
+    def __init__(
+        self, temperature: float = 4.0, activation: str = "softmax", reduction: str = "mean", resize: str | None = None
+    ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
@@ -68,8 +115,10 @@ class LogitDistillationLoss(_Loss):
             raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}.")
         self.temperature = float(temperature)
         self.activation = activation
+        self.resize = resize
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        student = _align(student, teacher, self.resize, "LogitDistillationLoss")
         _check_same_shape(student, teacher, "LogitDistillationLoss")
         t = self.temperature
         if self.activation == "softmax":
@@ -98,11 +147,14 @@ class FeatureDistillationLoss(_Loss):
         mode: ``"kl"`` or ``"mse"``.
         temperature: ``T > 0`` for ``"kl"``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (shape (B, 1, *spatial) for kl, input shape for mse).
+        resize: ``None`` or an interpolation mode resizing the student map to the teacher's grid.
 
-    Shapes: student and teacher features (B, C, *spatial), identical (use an adapter otherwise).
+    Shapes: student and teacher features (B, C, *spatial), identical (use an adapter and ``resize`` otherwise).
     """
 
-    def __init__(self, mode: str = "kl", temperature: float = 1.0, reduction: str = "mean") -> None:
+    def __init__(
+        self, mode: str = "kl", temperature: float = 1.0, reduction: str = "mean", resize: str | None = None
+    ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         if mode not in ("kl", "mse"):
             raise ValueError(f"mode must be 'kl' or 'mse', got {mode!r}.")
@@ -110,8 +162,10 @@ class FeatureDistillationLoss(_Loss):
             raise ValueError(f"temperature must be > 0, got {temperature}.")
         self.mode = mode
         self.temperature = float(temperature)
+        self.resize = resize
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        student = _align(student, teacher, self.resize, "FeatureDistillationLoss")
         _check_same_shape(student, teacher, "FeatureDistillationLoss")
         if self.mode == "mse":
             values = (student.float() - teacher.float()).pow(2)
@@ -120,14 +174,69 @@ class FeatureDistillationLoss(_Loss):
         return _reduce(values, self.reduction)
 
 
+class AttentionTransferLoss(_Loss):
+    """Attention transfer (Zagoruyko & Komodakis 2017) between feature maps of any channel counts.
+
+    ::
+
+        A(F) = vec(mean_c F_c^p) / || vec(mean_c F_c^p) ||_2          (one spatial attention map per sample)
+        L    = || A(F_s) - A(F_t) ||_2^2                              (per sample; reduced over the batch)
+
+    Channels are averaged away, so student and teacher layers may have different widths; their
+    spatial sizes must match, or ``resize`` interpolates the student features to the teacher's grid
+    first (as HLFD's and EMKD's code do). ``p = 4`` is what the HLFD/EMKD code uses; the original
+    paper used ``p = 2``.
+
+    Args:
+        power: ``p``, an even integer >= 2 (odd powers would let negative activations cancel).
+        resize: ``None`` or an interpolation mode (``"bilinear"``, ``"nearest"``, ...).
+        reduction: ``"mean"`` or ``"sum"`` over the batch, or ``"none"`` for shape (B,).
+
+    Shapes: student (B, C_s, *spatial_s), teacher (B, C_t, *spatial_t).
+    """
+
+    def __init__(self, power: int = 4, resize: str | None = "bilinear", reduction: str = "mean") -> None:
+        super().__init__(reduction=LossReduction(reduction).value)
+        if int(power) != power or power < 2 or power % 2:
+            raise ValueError(f"power must be an even integer >= 2, got {power}.")
+        self.power = int(power)
+        self.resize = resize
+
+    def attention(self, features: torch.Tensor) -> torch.Tensor:
+        """``A(F)``: (B, C, *spatial) -> (B, prod(spatial)), unit L2 norm per sample."""
+        return F.normalize(features.float().pow(self.power).mean(dim=1).flatten(1), dim=1)
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        if student.ndim < 3 or teacher.ndim < 3:
+            raise ValueError(
+                f"AttentionTransferLoss: expected (B, C, *spatial) feature maps, got student {tuple(student.shape)} "
+                f"and teacher {tuple(teacher.shape)}."
+            )
+        student = _align(student, teacher, self.resize, "AttentionTransferLoss")
+        if student.shape[0] != teacher.shape[0] or student.shape[2:] != teacher.shape[2:]:
+            raise ValueError(
+                f"AttentionTransferLoss: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ in "
+                "batch or spatial size; set `resize` (e.g. 'bilinear') to put the student on the teacher's grid."
+            )
+        values = (self.attention(student) - self.attention(teacher)).pow(2).sum(dim=1)
+        return _reduce(values, self.reduction)
+
+
+InputSpec = str | Sequence[str]
+
+
 class DistillationLoss(nn.Module):
     """Weighted sum of named loss terms, each reading named tensors (mdistiller's dict of losses).
 
-    ``terms`` maps a term name to ``{"loss": callable, "inputs": [key, ...], "weight": w,
-    "adapter": module (optional)}``. The loss is called as ``loss(*[inputs[k] for k in keys])``;
-    an adapter (e.g. a learnable 1x1 convolution) is applied to the first input first. Adapters are
-    submodules of this loss: optimise ``loss.parameters()`` with the student, save this module in
-    training checkpoints; they are not part of the student network and never reach ``model.pt``.
+    ``terms`` maps a term name to ``{"loss": callable, "inputs": [spec, ...], "weight": w,
+    "adapter": module, "adapters": [module | None, ...]}`` (``weight`` and the adapters optional).
+    An input ``spec`` is a key, or a list of keys whose maps are combined: concatenated along
+    channels on the grid of the smallest (:func:`concat_resized`, e.g. several teacher layers).
+    ``adapters`` holds one optional module per input, applied to that input before the loss (e.g.
+    a learnable 1x1 convolution); ``adapter`` is short for an adapter on the first (student) input.
+    The loss is then called as ``loss(*inputs)``. Adapters are submodules of this loss: optimise
+    ``loss.parameters()`` with the student and save this module in training checkpoints; they
+    are not part of the student network and never reach ``model.pt``.
 
     Input keys used by :class:`common.engines.DistillationTrainer`: ``"student"`` (student logits),
     ``"label"``, ``"<teacher>"`` (that teacher's logits), ``"student:<layer>"`` and
@@ -142,43 +251,77 @@ class DistillationLoss(nn.Module):
         if not terms:
             raise ValueError("DistillationLoss needs at least one term.")
         self.losses: dict[str, Callable] = {}
-        self.inputs: dict[str, list[str]] = {}
+        self.inputs: dict[str, list[InputSpec]] = {}
         self.weights: dict[str, float] = {}
         self.adapters = nn.ModuleDict()
         loss_modules = nn.ModuleDict()
         for name, spec in terms.items():
-            unknown = set(spec) - {"loss", "inputs", "weight", "adapter"}
+            unknown = set(spec) - {"loss", "inputs", "weight", "adapter", "adapters"}
             if unknown or "loss" not in spec or "inputs" not in spec:
                 raise ValueError(
-                    f"term {name!r} must have 'loss' and 'inputs' (optional 'weight', 'adapter'); "
+                    f"term {name!r} must have 'loss' and 'inputs' (optional 'weight', 'adapter', 'adapters'); "
                     f"got keys {sorted(spec)}."
                 )
             keys = spec["inputs"]
             if isinstance(keys, str) or not isinstance(keys, Sequence) or not keys:
                 raise ValueError(f"term {name!r}: 'inputs' must be a non-empty list of input names, got {keys!r}.")
+            for key in keys:
+                if not isinstance(key, str) and (not isinstance(key, Sequence) or not key):
+                    raise ValueError(f"term {name!r}: input {key!r} is neither a name nor a non-empty list of names.")
             self.losses[name] = spec["loss"]
             if isinstance(spec["loss"], nn.Module):
                 loss_modules[name] = spec["loss"]
-            self.inputs[name] = list(keys)
+            self.inputs[name] = [key if isinstance(key, str) else list(key) for key in keys]
             self.weights[name] = float(spec.get("weight", 1.0))
-            if spec.get("adapter") is not None:
-                self.adapters[name] = spec["adapter"]
+            adapters = self._adapters(name, spec, len(keys))
+            if adapters is not None:
+                self.adapters[name] = adapters
         self.loss_modules = loss_modules
+
+    @staticmethod
+    def _adapters(name: str, spec: Mapping, n_inputs: int) -> nn.ModuleList | None:
+        if spec.get("adapter") is not None and spec.get("adapters") is not None:
+            raise ValueError(f"term {name!r}: give 'adapter' (first input) or 'adapters' (one per input), not both.")
+        adapters = spec.get("adapters")
+        if adapters is None:
+            adapters = [spec.get("adapter")] + [None] * (n_inputs - 1)
+        if len(adapters) != n_inputs:
+            raise ValueError(f"term {name!r}: {len(adapters)} adapters for {n_inputs} inputs; use null for none.")
+        if all(a is None for a in adapters):
+            return None
+        return nn.ModuleList([nn.Identity() if a is None else a for a in adapters])
 
     @property
     def required_inputs(self) -> set[str]:
         """Every input name some term reads."""
-        return {key for keys in self.inputs.values() for key in keys}
+        specs = [spec for specs in self.inputs.values() for spec in specs]
+        return {key for spec in specs for key in ([spec] if isinstance(spec, str) else spec)}
+
+    def _gather(self, name: str, spec: InputSpec, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        keys = [spec] if isinstance(spec, str) else spec
+        missing = [key for key in keys if key not in inputs]
+        if missing:
+            raise KeyError(f"loss term {name!r} needs {missing}; available inputs: {sorted(inputs)}.")
+        if isinstance(spec, str):
+            return inputs[spec]
+        try:
+            return concat_resized([inputs[key] for key in keys])
+        except ValueError as e:
+            raise ValueError(f"loss term {name!r}, combining {keys}: {e}") from e
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms: dict[str, torch.Tensor] = {}
         for name, loss in self.losses.items():
-            missing = [key for key in self.inputs[name] if key not in inputs]
-            if missing:
-                raise KeyError(f"loss term {name!r} needs {missing}; available inputs: {sorted(inputs)}.")
-            args = [inputs[key] for key in self.inputs[name]]
+            args = [self._gather(name, spec, inputs) for spec in self.inputs[name]]
             if name in self.adapters:
-                args[0] = self.adapters[name](args[0])
+                for i, adapter in enumerate(self.adapters[name]):
+                    try:
+                        args[i] = adapter(args[i])
+                    except RuntimeError as e:
+                        raise RuntimeError(
+                            f"adapter {i} of loss term {name!r} failed on input {self.inputs[name][i]!r} "
+                            f"of shape {tuple(args[i].shape)}: {e}"
+                        ) from e
             terms[name] = self.weights[name] * loss(*args).mean()
         total = torch.stack(list(terms.values())).sum()
         return total, terms

@@ -104,3 +104,39 @@ def test_label_values_outside_the_classes_are_named(tmp_path):
     nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "lab.nii.gz")
     with pytest.raises(ValueError, match=r"values \[3\]"):
         load_datalist(*args, label_classes=2, ignore_value=255)
+
+
+def test_required_label_missing_from_every_case_is_an_error_and_from_some_a_warning(tmp_path, caplog):
+    from common.data import load_datalist
+
+    items = []
+    for i, value in enumerate((0, 1, 2)):
+        label = np.zeros((4, 4, 2), np.uint8)
+        label[0, 0, 0] = value
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.float32), np.eye(4)), tmp_path / f"c{i}.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / f"c{i}_seg.nii.gz")
+        items.append({"image": f"c{i}.nii.gz", "label": f"c{i}_seg.nii.gz"})
+    datalist = write_datalist(tmp_path, items)
+    with pytest.raises(ValueError, match=r"no label map of the 3 cases .* holds label value\(s\) \[7\]"):
+        load_datalist(datalist, base_dir=str(tmp_path), required_labels=[7])
+    with caplog.at_level("WARNING"):
+        assert len(load_datalist(datalist, base_dir=str(tmp_path), required_labels=[2])) == 3
+    assert "2 of 3 cases under 'training' hold no label [2]: c0_seg.nii.gz, c1_seg.nii.gz" in caplog.text
+
+
+def test_hu_window_on_an_image_that_is_not_ct_warns_once_and_names_it(caplog):
+    from monai.data import MetaTensor
+
+    from common.data import WarnIfNotCTd
+
+    check = WarnIfNotCTd("image", hu_window=(-200, 300))
+    mri = MetaTensor(torch.rand(1, 4, 4, 2) * 255, meta={"filename_or_obj": "/data/heart_mri.nii.gz"})
+    ct = MetaTensor(torch.full((1, 4, 4, 2), -1000.0), meta={"filename_or_obj": "/data/ct.nii.gz"})
+    with caplog.at_level("WARNING"):
+        out = check({"image": mri})
+        check({"image": mri})
+        check({"image": ct})
+    assert out["image"] is mri
+    assert caplog.text.count("heart_mri.nii.gz does not look like CT in Hounsfield units") == 1
+    assert "(-200.0, 300.0) will clip it" in caplog.text
+    assert "/data/ct.nii.gz does not look" not in caplog.text

@@ -126,3 +126,35 @@ def test_amp_branch_runs_teacher_and_terms():
     assert trainer.amp and trainer.scaler is not None  # the scaler branch of SupervisedTrainer ran
     terms = loss_terms(trainer.state.output)
     assert all(math.isfinite(v) for v in terms.values()) and terms["loss_kd"] > 0
+
+
+def _distributed_worker(rank: int, world_size: int, folder: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world_size)
+    torch.manual_seed(rank)  # different initial adapters and data on each rank
+    student, teacher = net(1), freeze(net(2))
+    adapter = torch.nn.Conv3d(64, 64, 1)
+    torch.save({k: v.clone() for k, v in adapter.state_dict().items()}, f"{folder}/initial_{rank}.pt")
+    loss = kd_loss(adapter=adapter)
+    trainer = make_trainer(torch.nn.parallel.DistributedDataParallel(student), teacher, loss)
+    scale = 1.0 + rank  # each rank sees other images
+    trainer.data_loader = [
+        {**b, "image": b["image"] * scale, "teacher_image": b["teacher_image"] * scale} for b in make_batches()
+    ]
+    trainer.run()
+    torch.save({"adapter": adapter.state_dict(), "student": student.state_dict()}, f"{folder}/rank_{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_learnable_adapters_stay_identical_across_ranks(tmp_path):
+    """Under torch.distributed the loss's adapters are synchronised like the DDP student: started
+    from rank 0's values and updated with averaged gradients, although every rank sees other data."""
+    torch.multiprocessing.spawn(_distributed_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank_{r}.pt", weights_only=True) for r in (0, 1)]
+    initial = [torch.load(tmp_path / f"initial_{r}.pt", weights_only=True) for r in (0, 1)]
+    assert not torch.equal(initial[0]["weight"], initial[1]["weight"])
+    for part in ("adapter", "student"):
+        for key, value in ranks[0][part].items():
+            assert torch.allclose(value, ranks[1][part][key], atol=1e-6), f"{part} {key} differs between ranks"
+    assert not torch.allclose(ranks[0]["adapter"]["weight"], initial[0]["weight"])

@@ -153,3 +153,112 @@ def test_masked_dice_ce_gradients_reach_only_kept_voxels_and_bad_labels_are_name
         MaskedDiceCELoss(ignore_index=1)(torch.randn(1, 2, 4, 4), labels)
     all_ignored = torch.full((1, 1, 4, 4), 255.0)
     assert torch.isfinite(MaskedDiceCELoss()(torch.randn(1, 2, 4, 4), all_ignored))
+
+
+def test_attention_transfer_matches_hand_computed_value():
+    from common.losses import AttentionTransferLoss
+
+    student = torch.tensor([[[[1.0, 0.0]], [[1.0, 0.0]]]])  # (1, 2, 1, 2): A = [1, 0]
+    teacher = torch.tensor([[[[0.0, 2.0]]]])  # (1, 1, 1, 2): A = [0, 1]
+    assert AttentionTransferLoss(power=4)(student, teacher).item() == pytest.approx(2.0)
+    half = torch.tensor([[[[1.0, 1.0]]]])  # A = [1, 1] / sqrt(2)
+    expected = (1 - 2**-0.5) ** 2 + (2**-0.5) ** 2
+    assert AttentionTransferLoss(power=2)(half, student).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_attention_transfer_is_zero_for_the_same_attention_and_ignores_width_and_scale():
+    from common.losses import AttentionTransferLoss
+
+    features = torch.randn(3, 1, 5, 5)
+    loss = AttentionTransferLoss()
+    assert loss(features.repeat(1, 4, 1, 1), 3 * features).item() == pytest.approx(0.0, abs=1e-6)
+    assert loss(features, torch.randn(3, 1, 5, 5)).item() > 0
+    assert loss.attention(features).norm(dim=1) == pytest.approx(torch.ones(3), abs=1e-6)
+    assert AttentionTransferLoss(reduction="none")(features, torch.randn(3, 2, 5, 5)).shape == (3,)
+
+
+def test_attention_transfer_resizes_the_student_to_the_teacher_grid_or_says_why_not():
+    from common.losses import AttentionTransferLoss
+
+    small = torch.rand(2, 3, 2, 2)
+    large = torch.nn.functional.interpolate(small, size=(4, 4), mode="nearest")
+    assert AttentionTransferLoss(resize="nearest")(small, large).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="set `resize`"):
+        AttentionTransferLoss(resize=None)(small, large)
+    with pytest.raises(ValueError, match="cannot be resized"):
+        AttentionTransferLoss()(torch.rand(2, 3, 4, 4, 4), large)
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        AttentionTransferLoss()(torch.rand(1, 3, 2, 2), large)
+    with pytest.raises(ValueError, match="even integer"):
+        AttentionTransferLoss(power=3)
+
+
+def test_attention_transfer_gradient_reaches_the_student_only():
+    from common.losses import AttentionTransferLoss
+
+    student = torch.randn(2, 4, 6, 6, requires_grad=True)
+    teacher = torch.randn(2, 8, 3, 3)
+    AttentionTransferLoss()(student, teacher).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    assert teacher.grad is None
+
+
+def test_logit_and_feature_distillation_resize_the_student_map():
+    student = torch.randn(2, 2, 3, 3)
+    teacher = torch.randn(2, 2, 6, 6)
+    upsampled = torch.nn.functional.interpolate(student, size=(6, 6), mode="bilinear", align_corners=False)
+    for loss_type in (LogitDistillationLoss, lambda **kw: FeatureDistillationLoss("kl", 4.0, **kw)):
+        resized = loss_type(resize="bilinear")(student, teacher)
+        assert resized.item() == pytest.approx(loss_type()(upsampled, teacher).item(), rel=1e-6)
+        with pytest.raises(ValueError, match="set `resize`"):
+            loss_type()(student, teacher)
+
+
+def test_concat_resized_combines_layers_on_the_smallest_grid():
+    from common.losses import concat_resized
+
+    a, b = torch.rand(2, 2, 8, 8), torch.rand(2, 3, 4, 4)
+    combined = concat_resized([a, b])
+    assert combined.shape == (2, 5, 4, 4)
+    assert torch.equal(combined[:, 2:], b)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        concat_resized([a, torch.rand(1, 3, 4, 4)])
+
+
+def test_composite_combines_grouped_inputs_and_adapts_any_input():
+    from common.losses import concat_resized
+
+    student = torch.randn(2, 4, 4, 4, requires_grad=True)
+    t1, t2 = torch.randn(2, 2, 8, 8), torch.randn(2, 3, 4, 4)
+    teacher_adapter = nn.Conv2d(5, 4, 1)
+    loss = DistillationLoss(
+        {
+            "mid": {
+                "loss": FeatureDistillationLoss("mse"),
+                "inputs": ["student:s", ["teacher:a", "teacher:b"]],
+                "adapters": [None, teacher_adapter],
+            }
+        }
+    )
+    assert loss.required_inputs == {"student:s", "teacher:a", "teacher:b"}
+    total, _ = loss({"student:s": student, "teacher:a": t1, "teacher:b": t2})
+    expected = ((student - teacher_adapter(concat_resized([t1, t2]))) ** 2).mean()
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    total.backward()
+    assert student.grad.abs().sum() > 0 and teacher_adapter.weight.grad.abs().sum() > 0
+    state = loss.state_dict()
+    assert set(state) == {"adapters.mid.1.weight", "adapters.mid.1.bias"}
+
+
+def test_composite_adapter_errors_are_explained():
+    feature = FeatureDistillationLoss("mse")
+    with pytest.raises(ValueError, match="not both"):
+        DistillationLoss({"t": {"loss": feature, "inputs": ["a", "b"], "adapter": nn.Identity(), "adapters": [None]}})
+    with pytest.raises(ValueError, match="1 adapters for 2 inputs"):
+        DistillationLoss({"t": {"loss": feature, "inputs": ["a", "b"], "adapters": [nn.Identity()]}})
+    loss = DistillationLoss({"t": {"loss": feature, "inputs": ["a", "b"], "adapter": nn.Conv2d(3, 2, 1)}})
+    with pytest.raises(RuntimeError, match=r"adapter 0 of loss term 't' failed on input 'a' of shape \(1, 4, 2, 2\)"):
+        loss({"a": torch.randn(1, 4, 2, 2), "b": torch.randn(1, 2, 2, 2)})
+    grouped = DistillationLoss({"t": {"loss": feature, "inputs": ["a", ["b", "c"]]}})
+    with pytest.raises(ValueError, match=r"loss term 't', combining \['b', 'c'\]"):
+        grouped({"a": torch.randn(1, 2, 2, 2), "b": torch.randn(1, 1, 2, 2), "c": torch.randn(1, 1, 2, 2, 2)})

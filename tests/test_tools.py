@@ -8,6 +8,7 @@ from tests.conftest import REPO, SCHEMA, run
 sys.path.insert(0, str(REPO / "tools"))
 from brats_datalist import brats_cases  # noqa: E402
 from split_datalist import split_cases  # noqa: E402
+from tumour_ct_datalist import find_cases  # noqa: E402
 
 
 def touch(path):
@@ -150,3 +151,48 @@ def test_pseudo_label_quality_scores_confident_voxels_against_ground_truth(tmp_p
     args = ["--dataset_dir", str(tmp_path), "--datalist", str(tmp_path / "split.json"), "--pseudo", "t", str(folder)]
     out = run([sys.executable, "tools/pseudo_label_quality.py", *args]).stdout
     assert "| t | 1 | 0.667 | 1.6% |" in out
+
+
+def test_split_by_patient_keeps_frames_together_and_takes_a_given_test_list(tmp_path):
+    cases = [{"image": f"./imagesTr/p{i:03d}_frame{f}.nii.gz"} for i in range(8) for f in (1, 2)]
+    given_test = [{"image": "./imagesTr/p100_frame1.nii.gz"}]
+    source = tmp_path / "dataset.json"
+    source.write_text(json.dumps({"training": cases, "validation": given_test}))
+    out = tmp_path / "split.json"
+    args = ["--datalist", str(source), "--out", str(out), "--val", "2", "--test", "0"]
+    run([sys.executable, "tools/split_datalist.py", *args, "--test_from", "validation", "--group", r"p\d+"])
+    split = json.loads(out.read_text())
+    patients = {key: {c["image"].split("/")[-1][:4] for c in split[key]} for key in ("training", "validation")}
+    assert len(patients["validation"]) == 2 and len(split["validation"]) == 4
+    assert not patients["training"] & patients["validation"] and len(split["training"]) == 12
+    assert split["test"] == given_test
+    result = run([sys.executable, "tools/split_datalist.py", *args, "--group", "nomatch"], expect_failure=True)
+    assert "does not match case ./imagesTr/p000_frame1.nii.gz" in result.stderr
+
+
+def test_tumour_ct_datalists_from_kits19_and_lits_layouts(tmp_path):
+    import nibabel as nib
+    import numpy as np
+    from monai.transforms import LoadImage, Orientation
+
+    kits, lits = tmp_path / "kits", tmp_path / "lits"
+    make = [sys.executable, "tools/make_synthetic_ct.py", "--cases", "4", "--size", "32", "--slices", "6"]
+    run([*make, "--out", str(kits), "--layout", "kits19", "--no_tumour_every", "2"])
+    run([*make, "--out", str(lits), "--layout", "lits"])
+    (kits / "case_00300").mkdir()  # a KiTS19 test case: image only, skipped
+    (kits / "case_00300" / "imaging.nii.gz").write_bytes(b"")
+    assert [e["image"] for e in find_cases(kits, "kits19")] == [f"case_{i:05d}/imaging.nii.gz" for i in range(4)]
+    assert find_cases(lits, "lits")[1] == {"image": "volume-1.nii", "label": "segmentation-1.nii"}
+    out = tmp_path / "kits.json"
+    tool = [sys.executable, "tools/tumour_ct_datalist.py", "--layout", "kits19", "--root", str(kits), "--out", str(out)]
+    result = run([*tool, "--val", "1", "--test", "1"])
+    assert "hold no label [2]: case_00001/segmentation.nii.gz, case_00003/segmentation.nii.gz" in result.stdout
+    datalist = json.loads(out.read_text())
+    assert [len(datalist[k]) for k in ("training", "validation", "test")] == [2, 1, 1]
+    failed = run([*tool, "--val", "1", "--test", "1", "--target_labels", "5"], expect_failure=True)
+    assert "none of the 4 label maps" in failed.stderr and "--target_labels" in failed.stderr
+    # KiTS19 stores (z, y, x); reoriented to RAS the slices are on the last axis, as the bundle expects
+    image = kits / "case_00000" / "imaging.nii.gz"
+    assert nib.load(image).shape == (6, 32, 32)
+    ras = Orientation("RAS")(LoadImage(image_only=True, ensure_channel_first=True)(image))
+    assert ras.shape == (1, 32, 32, 6) and float(np.asarray(ras).min()) < -500

@@ -1,7 +1,8 @@
 """Cost of distillation, measured on the same batches in one run, printed as a table.
 
-For a bundle's ``train.json`` it times (median over ``--steps`` after ``--warmup``):
-the plain student training step (the baseline's loss, same engine), the teacher forward pass
+For a bundle's ``train.json`` (plus ``--configs`` overlays) it times (median over ``--steps`` after
+``--warmup``): the plain student training step (the loss of ``train_baseline.json``, same engine,
+no teacher), the teacher forward pass
 (no_grad), and the distillation training step (``DistillationTrainer`` iteration, teacher
 included), then the ratio ``KD step / (student step + teacher forward)``: 1.0 is the floor (the
 work cannot be avoided), above it is the trainer's own overhead. The three timings interleave
@@ -9,7 +10,12 @@ batch by batch in one process. Peak memory is taken in one process per measureme
 ``max_memory_allocated``, or on CPU the growth of the process's peak RSS over what networks and
 batches already held.
 
-    python tools/benchmark_kd.py --bundle kdnet_brats_mri --roi 64 --batch 2 --steps 10
+    python tools/benchmark_kd.py --bundle kdnet_brats_mri --shape 64 64 64 --batch 2 --steps 10
+    python tools/benchmark_kd.py --bundle hlfd_tumour_ct --shape 96 96 --batch 8 --steps 10
+
+Random inputs of ``--shape`` with each network's input channels; a teacher reading another batch
+key than the student (KD-Net's ``teacher_image``, all modalities) gets its own input, of which
+the student's channels are the last ones.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ from monai.engines import SupervisedTrainer
 
 from common.engines import DistillationTrainer
 from common.teachers import freeze
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_cost import input_channels  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("student_step", "teacher_forward", "kd_step")
@@ -51,18 +60,24 @@ def sync(device: torch.device) -> None:
 
 def build_steps(args: argparse.Namespace, device: torch.device) -> tuple[dict, list[dict]]:
     """One callable per measurement (fresh networks of the same initialisation) and the shared batches."""
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundles" / args.bundle / "configs" / "train.json"))
-    parser.update({"bundle_root": str(REPO / "bundles" / args.bundle), "device": str(device)})
-    n_student, n_teacher = len(parser["student_modalities"]), len(parser["teacher_modalities"])
+    configs = REPO / "bundles" / args.bundle / "configs"
+    parser, baseline = ConfigParser(), ConfigParser()
+    parser.read_config([str(configs / c) for c in ["train.json", *args.configs]])
+    baseline.read_config([str(configs / c) for c in ["train.json", "train_baseline.json"]])
+    for p in (parser, baseline):
+        p.update({"bundle_root": str(REPO / "bundles" / args.bundle), "device": str(device)})
+    teacher = freeze(parser.get_parsed_content("teacher_def").to(device))
+    parser["teacher"] = teacher
+    teacher_key = parser.get("train#trainer#teacher_input_key", "image")
+    n_teacher = input_channels(teacher)
+    n_student = input_channels(parser.get_parsed_content("network_def"))
     torch.manual_seed(0)
     batches = []
     for _ in range(args.warmup + args.steps):
-        teacher_image = torch.randn(args.batch, n_teacher, *[args.roi] * 3)
+        teacher_image = torch.randn(args.batch, n_teacher, *args.shape)
         student_image = teacher_image[:, n_teacher - n_student :].clone()
-        batches.append({"image": student_image, "teacher_image": teacher_image, "label": (student_image > 1).float()})
-    teacher = freeze(parser.get_parsed_content("teacher_def").to(device))
-    parser["teacher"] = teacher
+        batch = {"image": student_image, "label": (student_image[:, :1] > 1).float()}
+        batches.append(batch | ({teacher_key: teacher_image} if teacher_key != "image" else {}))
 
     def trainer(engine_class: type, **kwargs) -> SupervisedTrainer:
         torch.manual_seed(1)  # the same student initialisation for both trainers
@@ -81,14 +96,14 @@ def build_steps(args: argparse.Namespace, device: torch.device) -> tuple[dict, l
 
     def teacher_forward(batch: dict) -> None:
         with torch.no_grad(), torch.autocast(device.type, enabled=args.amp and device.type == "cuda"):
-            teacher(batch["teacher_image"].to(device))
+            teacher(batch[teacher_key].to(device))
 
-    plain = trainer(SupervisedTrainer, loss_function=parser.get_parsed_content("seg_term")["loss"])
+    plain = trainer(DistillationTrainer, loss_function=baseline.get_parsed_content("loss").to(device), teachers={})
     kd = trainer(
         DistillationTrainer,
         loss_function=parser.get_parsed_content("loss").to(device),
         teachers=teacher,
-        teacher_input_key="teacher_image",
+        teacher_input_key=teacher_key,
     )
     steps = {
         "student_step": lambda b: plain._iteration(plain, b),
@@ -129,7 +144,8 @@ def measure_memory(args: argparse.Namespace) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default="kdnet_brats_mri")
-    parser.add_argument("--roi", type=int, default=64)
+    parser.add_argument("--configs", nargs="*", default=[], help="overlays on train.json, e.g. train_logit_kd.json")
+    parser.add_argument("--shape", type=int, nargs="+", default=[64, 64, 64], help="spatial input size")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -148,7 +164,8 @@ def main() -> None:
         peaks[mode] = json.loads(out.strip().splitlines()[-1])["peak_mb"]
     memory = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS growth"
     print(
-        f"{args.bundle}: batch {args.batch}, ROI {args.roi}^3, {args.device}{' AMP' if args.amp else ''}, "
+        f"{' + '.join([args.bundle, *args.configs])}: batch {args.batch}, input {'x'.join(map(str, args.shape))}, "
+        f"{args.device}{' AMP' if args.amp else ''}, "
         f"median of {args.steps} interleaved steps, {torch.get_num_threads()} threads"
     )
     print(f"{'measurement':18s} {'ms/step':>9s} {memory + ' MiB':>24s}")

@@ -48,7 +48,7 @@ def scalars(run_dir: str, tag: str) -> tuple[np.ndarray, np.ndarray]:
 def plot_curves(runs: list[str], labels: list[str], out: str) -> None:
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4))
     for run, label in zip(runs, labels, strict=True):
-        for tag in ("loss_seg", "loss", "train_loss"):  # the named term, else the whole training loss
+        for tag in ("loss_seg", "loss_seg_dice", "loss", "train_loss"):  # a segmentation term, else the whole loss
             steps, loss = scalars(run, tag)
             if len(loss):
                 break
@@ -58,7 +58,7 @@ def plot_curves(runs: list[str], labels: list[str], out: str) -> None:
             ax_loss.plot(steps[: len(smooth)], smooth, label=label)
         epochs, dice = scalars(run, "val_mean_dice")
         ax_dice.plot(epochs, dice, marker=".", label=label)
-    ax_loss.set(xlabel="iteration", ylabel="segmentation loss (Dice+CE), smoothed", title="training")
+    ax_loss.set(xlabel="iteration", ylabel="segmentation loss term, smoothed", title="training")
     ax_dice.set(xlabel="epoch", ylabel="mean Dice", title="validation (model selection)")
     for ax in (ax_loss, ax_dice):
         ax.grid(alpha=0.3)
@@ -88,9 +88,11 @@ def plot_overlay(args: argparse.Namespace) -> None:
     items = reader.get_parsed_content("validate#dataset#data")
     rows = []
     load = LoadImage(image_only=True, ensure_channel_first=True)
+    target_labels = reader.get("target_labels")  # a bundle segmenting some labels of a multi-label map
     for case_index, item in enumerate(items):
         row = {"case": Path(str(item["label"])).name.split()[-1].replace("_seg.nii.gz", "").replace(".nii.gz", "")}
-        row["label"] = np.asarray(load(item["label"])[0]) > 0
+        label = np.asarray(load(item["label"])[0])
+        row["label"] = np.isin(label, target_labels) if target_labels is not None else label > 0
         row["image"] = np.asarray(load(item["image"])[-1])
         for name, parser, net in models:
             preprocessing = parser.get_parsed_content("validate#preprocessing")

@@ -1,9 +1,15 @@
-"""Split a Decathlon datalist's cases into seeded training / validation / test (and more) lists.
+r"""Split a Decathlon datalist's cases into seeded training / validation / test (and more) lists.
 
     python tools/split_datalist.py --datalist ../shared/data/brats_subset/dataset.json \
         --out /tmp/brats_split.json --val 2 --test 4 --seed 0
     python tools/split_datalist.py --datalist ../shared/data/la2018/dataset.json \
         --out /tmp/la_split.json --val 4 --test 10 --list transferal=18 --list finetune=4 --seed 0
+    python tools/split_datalist.py --datalist ../shared/data/acdc/dataset.json --out /tmp/acdc_split.json \
+        --val 10 --test 0 --test_from validation --group 'patient\d+' --seed 0
+
+``--group REGEX`` keeps the cases whose paths share a match (e.g. one patient's ED and ES frames)
+in the same list, and the sizes then count groups; ``--test_from KEY`` takes the test list as it
+is from the source datalist's list ``KEY`` (a given test set).
 
 Paths stay relative to the source datalist's folder, so configs keep ``--dataset_dir`` pointing
 there. The chosen cases are printed, to be written in the bundle's docs.
@@ -15,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import re
 
 
 def split_cases(
@@ -34,6 +41,21 @@ def split_cases(
     return {"training": [cases[i] for i in sorted(order[start:])], **split}
 
 
+def group_cases(cases: list, pattern: str | None) -> list[list]:
+    """Cases grouped by the first match of ``pattern`` in the image path, in first-seen order; each
+    case its own group without a pattern. A case without a match is an error naming it."""
+    if pattern is None:
+        return [[case] for case in cases]
+    groups: dict[str, list] = {}
+    for case in cases:
+        image = case["image"][0] if isinstance(case["image"], list) else case["image"]
+        found = re.search(pattern, image)
+        if not found:
+            raise ValueError(f"--group {pattern!r} does not match case {image}.")
+        groups.setdefault(found.group(0), []).append(case)
+    return list(groups.values())
+
+
 def case_name(item: dict) -> str:
     image = item["image"][0] if isinstance(item["image"], list) else item["image"]
     return os.path.basename(image).split()[-1].split("_flair")[0].split(".nii")[0]
@@ -48,11 +70,16 @@ def main() -> None:
     parser.add_argument("--test", type=int, required=True)
     parser.add_argument("--list", action="append", default=[], metavar="NAME=N", help="a further disjoint list")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--group", help="regex: cases whose image paths share its match stay together")
+    parser.add_argument("--test_from", help="take the test list unchanged from this list of the source datalist")
     args = parser.parse_args()
     extra = {name: int(n) for name, n in (item.split("=") for item in args.list)}
     with open(args.datalist) as f:
         source = json.load(f)
-    split = split_cases(source[args.key], args.val, args.test, args.seed, extra)
+    groups = split_cases(group_cases(source[args.key], args.group), args.val, args.test, args.seed, extra)
+    split = {key: [case for group in chosen for case in group] for key, chosen in groups.items()}
+    if args.test_from:
+        split["test"] = source[args.test_from]
     out = {k: v for k, v in source.items() if k != args.key} | split
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
@@ -65,17 +66,34 @@ def check_properties(bundle: str, workflow_type: str, config: str, dataset_dir: 
         raise ValueError(f"{workflow_type} workflow lacks required properties {missing}")
 
 
+def _example_input_shape(meta_file: str) -> list[int]:
+    """(1, C, *spatial) with ``n = 2`` in the metadata's ``spatial_shape`` expressions (e.g. ``"32*n"``)."""
+    with open(meta_file) as f:
+        image = json.load(f)["network_data_format"]["inputs"]["image"]
+    spatial = [int(eval(str(s), {"__builtins__": {}}, {"n": 2})) for s in image["spatial_shape"]]
+    return [1, int(image["num_channels"]), *spatial]
+
+
 def check_export(bundle: str) -> None:
+    """TorchScript by scripting, as the Model Zoo does; a network MONAI cannot script (e.g.
+    ``FlexibleUNet`` with a ResNet backbone) is exported by tracing an input the metadata allows."""
+    meta_file = os.path.join(bundle, "configs", "metadata.json")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.ts")
-        ckpt_export(
+        export = partial(
+            ckpt_export,
             net_id="network_def",
             filepath=path,
             ckpt_file=os.path.join(bundle, "models", "model.pt"),
-            meta_file=os.path.join(bundle, "configs", "metadata.json"),
+            meta_file=meta_file,
             config_file=os.path.join(bundle, "configs", "inference.json"),
             bundle_root=bundle,
         )
+        try:
+            export()
+        except Exception as e:
+            print(f"  scripting failed ({type(e).__name__}); exporting by tracing instead")
+            export(use_trace=True, input_shape=_example_input_shape(meta_file))
         torch.jit.load(path)
 
 

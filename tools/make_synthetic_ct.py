@@ -1,0 +1,83 @@
+"""Write seeded abdominal-CT-like phantoms (Hounsfield units) in the KiTS19 or LiTS folder layout.
+
+Each case is a soft-tissue body (about 40 HU) in air (-1000 HU) holding an enhancing organ
+(about 150 HU, label 1) with, in most cases, a darker tumour inside it (about 70 HU, label 2).
+- ``--layout kits19``: ``case_XXXXX/imaging.nii.gz`` and ``segmentation.nii.gz``, stored as KiTS19
+  does, slice axis first (array ``(z, y, x)``, the affine says so), which tests reorientation.
+- ``--layout lits``: ``volume-N.nii`` and ``segmentation-N.nii``, array ``(x, y, z)``.
+
+    python tools/make_synthetic_ct.py --out /tmp/kits_phantoms --layout kits19 --cases 8 --size 64 --slices 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import nibabel as nib
+import numpy as np
+
+SPACING = (1.5, 1.5, 3.0)
+
+
+def _ellipsoid(grid: np.ndarray, centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    return (((grid - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0) <= 1
+
+
+def make_case(rng: np.random.Generator, size: int, slices: int, tumour: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(hu, label)`` arrays of shape (size, size, slices), axes x, y, z."""
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size), np.arange(slices), indexing="ij"))
+    x, y = grid[0], grid[1]
+    c = (size - 1) / 2
+    body = ((x - c) / (0.45 * size)) ** 2 + ((y - c) / (0.38 * size)) ** 2 <= 1
+    organ_centre = np.array([c + rng.uniform(-0.12, 0.12) * size, c + rng.uniform(-0.1, 0.1) * size, (slices - 1) / 2])
+    organ_radii = np.array([rng.uniform(0.15, 0.22) * size, rng.uniform(0.12, 0.18) * size, 0.45 * slices])
+    organ = _ellipsoid(grid, organ_centre, organ_radii)
+    label = organ.astype(np.uint8)
+    if tumour:
+        t_centre = organ_centre + np.array([*(rng.uniform(-0.4, 0.4, 2) * organ_radii[:2]), rng.uniform(-1, 1)])
+        t_radii = np.array([*(rng.uniform(0.3, 0.5, 2) * organ_radii[:2]), 0.25 * slices])
+        lesion = _ellipsoid(grid, t_centre, t_radii)
+        label[lesion & organ] = 2
+    hu = np.where(body, 40.0, -1000.0) + rng.normal(0, 12, body.shape)
+    hu[label == 1] = 150 + rng.normal(0, 12, int((label == 1).sum()))
+    hu[label == 2] = 70 + rng.normal(0, 12, int((label == 2).sum()))
+    return hu.astype(np.int16), label
+
+
+def save(array: np.ndarray, path: str, slice_axis_first: bool) -> None:
+    affine = np.diag([*SPACING, 1.0])
+    if slice_axis_first:  # KiTS19 stores (z, y, x): the affine maps array axis 0 to z
+        array = np.transpose(array, (2, 1, 0))
+        affine = np.array([[0, 0, SPACING[0], 0], [0, SPACING[1], 0, 0], [SPACING[2], 0, 0, 0], [0, 0, 0, 1.0]])
+    nib.save(nib.Nifti1Image(array, affine), path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--layout", choices=("kits19", "lits"), default="kits19")
+    parser.add_argument("--cases", type=int, default=8)
+    parser.add_argument("--size", type=int, default=64, help="in-plane size (voxels)")
+    parser.add_argument("--slices", type=int, default=8)
+    parser.add_argument("--no_tumour_every", type=int, default=0, help="every N-th case has no tumour (0: none)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    for i in range(args.cases):
+        tumour = not (args.no_tumour_every and (i + 1) % args.no_tumour_every == 0)
+        hu, label = make_case(rng, args.size, args.slices, tumour)
+        if args.layout == "kits19":
+            folder = os.path.join(args.out, f"case_{i:05d}")
+            os.makedirs(folder, exist_ok=True)
+            save(hu, os.path.join(folder, "imaging.nii.gz"), True)
+            save(label, os.path.join(folder, "segmentation.nii.gz"), True)
+        else:
+            os.makedirs(args.out, exist_ok=True)
+            save(hu, os.path.join(args.out, f"volume-{i}.nii"), False)
+            save(label, os.path.join(args.out, f"segmentation-{i}.nii"), False)
+    print(f"wrote {args.cases} {args.layout} phantoms to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
