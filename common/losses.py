@@ -42,14 +42,26 @@ def resize_to(x: torch.Tensor, size: Sequence[int], mode: str = "bilinear", what
     return F.interpolate(x, size=size, mode=mode, align_corners=align)
 
 
-def _align(student: torch.Tensor, teacher: torch.Tensor, resize: str | None, what: str) -> torch.Tensor:
-    """The student map on the teacher's grid when ``resize`` names an interpolation mode."""
+def _align(
+    student: torch.Tensor, teacher: torch.Tensor, resize: str | None, grid: str, what: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both maps on one grid, the teacher's or the student's (``grid``), when ``resize`` names an
+    interpolation mode."""
     if resize is not None and student.shape[2:] != teacher.shape[2:]:
         if student.shape[0] != teacher.shape[0]:
             shapes = f"student {tuple(student.shape)}, teacher {tuple(teacher.shape)}"
             raise ValueError(f"{what}: batch sizes differ, {shapes}.")
-        student = resize_to(student, teacher.shape[2:], resize, what=f"{what}: student map")
-    return student
+        if grid == "teacher":
+            student = resize_to(student, teacher.shape[2:], resize, what=f"{what}: student map")
+        else:
+            teacher = resize_to(teacher, student.shape[2:], resize, what=f"{what}: teacher map")
+    return student, teacher
+
+
+def _check_grid(grid: str) -> str:
+    if grid not in ("teacher", "student"):
+        raise ValueError(f"grid must be 'teacher' or 'student', got {grid!r}.")
+    return grid
 
 
 def concat_resized(features: Sequence[torch.Tensor], mode: str = "bilinear") -> torch.Tensor:
@@ -99,14 +111,21 @@ class LogitDistillationLoss(_Loss):
         reduction: ``"mean"`` (over batch and voxels, and channels for sigmoid), ``"sum"`` or
             ``"none"``, which returns shape (B, 1, *spatial) for softmax and (B, C, *spatial) for sigmoid.
         resize: ``None`` (spatial sizes must match) or an interpolation mode (``"bilinear"``,
-            ``"nearest"``, ...) with which student logits of another size are resized to the
-            teacher's grid, e.g. a 1x1 adapter's output on an intermediate student layer.
+            ``"nearest"``, ...) with which maps of different sizes are resized to one grid, e.g. a
+            1x1 adapter's output on an intermediate student layer against the teacher's logits.
+        grid: the grid ``resize`` brings both maps to: ``"teacher"`` (the student map is resized)
+            or ``"student"`` (the teacher map is resized).
 
     Shapes: student and teacher logits (B, C, *spatial); identical unless ``resize`` is set.
     """
 
     def __init__(
-        self, temperature: float = 4.0, activation: str = "softmax", reduction: str = "mean", resize: str | None = None
+        self,
+        temperature: float = 4.0,
+        activation: str = "softmax",
+        reduction: str = "mean",
+        resize: str | None = None,
+        grid: str = "teacher",
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         if temperature <= 0:
@@ -115,10 +134,10 @@ class LogitDistillationLoss(_Loss):
             raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}.")
         self.temperature = float(temperature)
         self.activation = activation
-        self.resize = resize
+        self.resize, self.grid = resize, _check_grid(grid)
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        student = _align(student, teacher, self.resize, "LogitDistillationLoss")
+        student, teacher = _align(student, teacher, self.resize, self.grid, "LogitDistillationLoss")
         _check_same_shape(student, teacher, "LogitDistillationLoss")
         t = self.temperature
         if self.activation == "softmax":
@@ -147,13 +166,19 @@ class FeatureDistillationLoss(_Loss):
         mode: ``"kl"`` or ``"mse"``.
         temperature: ``T > 0`` for ``"kl"``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (shape (B, 1, *spatial) for kl, input shape for mse).
-        resize: ``None`` or an interpolation mode resizing the student map to the teacher's grid.
+        resize: ``None`` or an interpolation mode resizing maps of different sizes to one grid.
+        grid: ``"teacher"`` (resize the student map) or ``"student"`` (resize the teacher map).
 
     Shapes: student and teacher features (B, C, *spatial), identical (use an adapter and ``resize`` otherwise).
     """
 
     def __init__(
-        self, mode: str = "kl", temperature: float = 1.0, reduction: str = "mean", resize: str | None = None
+        self,
+        mode: str = "kl",
+        temperature: float = 1.0,
+        reduction: str = "mean",
+        resize: str | None = None,
+        grid: str = "teacher",
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         if mode not in ("kl", "mse"):
@@ -162,10 +187,10 @@ class FeatureDistillationLoss(_Loss):
             raise ValueError(f"temperature must be > 0, got {temperature}.")
         self.mode = mode
         self.temperature = float(temperature)
-        self.resize = resize
+        self.resize, self.grid = resize, _check_grid(grid)
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        student = _align(student, teacher, self.resize, "FeatureDistillationLoss")
+        student, teacher = _align(student, teacher, self.resize, self.grid, "FeatureDistillationLoss")
         _check_same_shape(student, teacher, "FeatureDistillationLoss")
         if self.mode == "mse":
             values = (student.float() - teacher.float()).pow(2)
@@ -183,24 +208,28 @@ class AttentionTransferLoss(_Loss):
         L    = || A(F_s) - A(F_t) ||_2^2                              (per sample; reduced over the batch)
 
     Channels are averaged away, so student and teacher layers may have different widths; their
-    spatial sizes must match, or ``resize`` interpolates the student features to the teacher's grid
-    first (as HLFD's and EMKD's code do). ``p = 4`` is what the HLFD/EMKD code uses; the original
-    paper used ``p = 2``.
+    spatial sizes must match, or ``resize`` interpolates the features onto one grid first: the
+    teacher's (the student features are resized) or, with ``grid="student"``, the student's (as
+    HLFD's code does for a combination of teacher layers). ``p = 4`` is what the HLFD/EMKD code
+    uses; the original paper used ``p = 2``.
 
     Args:
         power: ``p``, an even integer >= 2 (odd powers would let negative activations cancel).
         resize: ``None`` or an interpolation mode (``"bilinear"``, ``"nearest"``, ...).
+        grid: ``"teacher"`` or ``"student"``, the grid ``resize`` brings both maps to.
         reduction: ``"mean"`` or ``"sum"`` over the batch, or ``"none"`` for shape (B,).
 
     Shapes: student (B, C_s, *spatial_s), teacher (B, C_t, *spatial_t).
     """
 
-    def __init__(self, power: int = 4, resize: str | None = "bilinear", reduction: str = "mean") -> None:
+    def __init__(
+        self, power: int = 4, resize: str | None = "bilinear", grid: str = "teacher", reduction: str = "mean"
+    ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         if int(power) != power or power < 2 or power % 2:
             raise ValueError(f"power must be an even integer >= 2, got {power}.")
         self.power = int(power)
-        self.resize = resize
+        self.resize, self.grid = resize, _check_grid(grid)
 
     def attention(self, features: torch.Tensor) -> torch.Tensor:
         """``A(F)``: (B, C, *spatial) -> (B, prod(spatial)), unit L2 norm per sample."""
@@ -212,7 +241,7 @@ class AttentionTransferLoss(_Loss):
                 f"AttentionTransferLoss: expected (B, C, *spatial) feature maps, got student {tuple(student.shape)} "
                 f"and teacher {tuple(teacher.shape)}."
             )
-        student = _align(student, teacher, self.resize, "AttentionTransferLoss")
+        student, teacher = _align(student, teacher, self.resize, self.grid, "AttentionTransferLoss")
         if student.shape[0] != teacher.shape[0] or student.shape[2:] != teacher.shape[2:]:
             raise ValueError(
                 f"AttentionTransferLoss: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ in "

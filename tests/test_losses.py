@@ -262,3 +262,15 @@ def test_composite_adapter_errors_are_explained():
     grouped = DistillationLoss({"t": {"loss": feature, "inputs": ["a", ["b", "c"]]}})
     with pytest.raises(ValueError, match=r"loss term 't', combining \['b', 'c'\]"):
         grouped({"a": torch.randn(1, 2, 2, 2), "b": torch.randn(1, 1, 2, 2), "c": torch.randn(1, 1, 2, 2, 2)})
+
+
+def test_grid_student_resizes_the_teacher_map_instead():
+    from common.losses import AttentionTransferLoss
+
+    student, teacher = torch.randn(2, 2, 3, 3), torch.randn(2, 2, 6, 6)
+    downsampled = torch.nn.functional.interpolate(teacher, size=(3, 3), mode="bilinear", align_corners=False)
+    for loss_type in (LogitDistillationLoss, AttentionTransferLoss):
+        on_student_grid = loss_type(resize="bilinear", grid="student")(student, teacher)
+        assert on_student_grid.item() == pytest.approx(loss_type(resize=None)(student, downsampled).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="grid must be"):
+        FeatureDistillationLoss(grid="both")

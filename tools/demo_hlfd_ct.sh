@@ -13,7 +13,7 @@ case='[{"image": "example_ct_sm.nii.gz", "label": "example_seg.nii.gz"}]'
 echo "{\"training\": $case, \"validation\": $case, \"test\": $case}" > "$out/datalist.json"
 C=bundles/hlfd_tumour_ct/configs
 common=(--dataset_dir "$data" --datalist "$out/datalist.json" --target_labels "[2,3]" --pixdim "[3.0,3.0,-1]"
-    --roi_size "[96,96]" --inference_roi_size "[128,128]" --slices_per_volume 8 --num_workers 0)
+    --roi_size "[96,96]" --inference_roi_size "[128,128]" --slices_per_volume 8 --num_workers 0 --val_interval "$(( (epochs + 3) / 4 ))")
 run() { /usr/bin/time -f "$1 wall %e s" python -m monai.bundle run "${@:2}"; }
 run teacher --config_file "['$C/train.json','$C/train_teacher.json']" "${common[@]}" --epochs "$epochs" \
     --output_dir "$out/teacher" --model_dir "$out/models/teacher"
