@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import re
 from collections.abc import Hashable, Mapping, Sequence
 
 import nibabel as nib
@@ -108,6 +110,45 @@ def _report_required_labels(datalist: str, key: str, labels: list[int], without:
     if without:
         names = ", ".join(os.path.basename(f) for f in without[:5]) + (" ..." if len(without) > 5 else "")
         logger.warning(f"{len(without)} of {n_cases} cases under {key!r} hold no label {labels}: {names}")
+
+
+def case_id(item: Mapping, group: str | None = None) -> str:
+    """The case an item belongs to: the first match of the regular expression ``group`` in its
+    image path (e.g. ``patient\\d+`` keeps both ACDC frames of a patient together), else the path."""
+    image = item["image"][0] if isinstance(item["image"], (list, tuple)) else item["image"]
+    if group is None:
+        return str(image)
+    match = re.search(group, str(image))
+    if match is None:
+        raise ValueError(f"case grouping pattern {group!r} does not match image path {image}.")
+    return match.group(0)
+
+
+def select_fraction(items: Sequence[Mapping], fraction: float, seed: int = 0, group: str | None = None) -> list:
+    """A seeded, case-level subset of a datalist: ``round(fraction * cases)`` cases drawn without
+    replacement, every item of a chosen case kept, the list's order unchanged.
+
+    Args:
+        items: the datalist (e.g. from :func:`load_datalist`).
+        fraction: in (0, 1]; 1 keeps every case.
+        seed: the draw's seed (a different seed gives a different subset; the same, the same).
+        group: regular expression naming the case in an image path (see :func:`case_id`).
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1], or too small to keep a single case.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"data_fraction must be in (0, 1], got {fraction}.")
+    cases = sorted({case_id(item, group) for item in items})
+    keep = round(fraction * len(cases))
+    if keep == 0:
+        raise ValueError(
+            f"data_fraction {fraction} of {len(cases)} cases keeps none; use at least {1 / len(cases):.3g} (one case)."
+        )
+    chosen = set(random.Random(seed).sample(cases, keep))
+    subset = [item for item in items if case_id(item, group) in chosen]
+    logger.info(f"data_fraction {fraction}: {keep} of {len(cases)} cases ({len(subset)} of {len(items)} items)")
+    return subset
 
 
 class SelectChannelsd(MapTransform):

@@ -18,6 +18,7 @@ from common.teachers import freeze
 
 STUDENT = "student"
 LABEL = "label"
+IMAGE = "image"
 
 
 def loss_terms(output: Any) -> dict[str, float]:
@@ -34,7 +35,8 @@ class DistillationTrainer(SupervisedTrainer):
     optimised, never wrapped in DDP); then the parent's iteration runs unchanged (student
     forward, AMP, gradient accumulation, all ignite events), with ``Keys.PRED`` the student
     output so post-processing, metrics and handlers stay standard. The loss is a
-    :class:`~common.losses.DistillationLoss`; it receives ``"student"``, ``"label"``, each
+    :class:`~common.losses.DistillationLoss`; it receives ``"student"``, ``"label"``, ``"image"`` (the
+    trained network's input, e.g. the target of a reconstruction term), each
     teacher's logits under its name and the tapped features ``"student:<layer>"`` /
     ``"<teacher>:<layer>"``. The layers to tap are read from the loss terms' inputs. Each
     weighted term is stored in the iteration output as ``loss_<name>`` (log it with
@@ -65,7 +67,7 @@ class DistillationTrainer(SupervisedTrainer):
     ) -> None:
         self.teachers = {"teacher": teachers} if isinstance(teachers, nn.Module) else dict(teachers or {})
         for name in self.teachers:
-            if name in (STUDENT, LABEL) or ":" in name:
+            if name in (STUDENT, LABEL, IMAGE) or ":" in name:
                 raise ValueError(f"teacher name {name!r} is reserved or contains ':'.")
             freeze(self.teachers[name])
         self.teacher_input_keys = (
@@ -90,11 +92,11 @@ class DistillationTrainer(SupervisedTrainer):
         layers: dict[str, list[str]] = {STUDENT: [], **{name: [] for name in self.teachers}}
         for key in sorted(required):
             owner, sep, layer = key.partition(":")
-            if key in (STUDENT, LABEL) or (not sep and owner in self.teachers):
+            if key in (STUDENT, LABEL, IMAGE) or (not sep and owner in self.teachers):
                 continue
             if not sep or not layer or owner not in layers:
                 raise ValueError(
-                    f"loss input {key!r} names no known source; use 'student', 'label', one of the teachers "
+                    f"loss input {key!r} names no known source; use 'student', 'label', 'image', one of the teachers "
                     f"{sorted(self.teachers)}, or '<student|teacher>:<layer>' for a tapped feature."
                 )
             layers[owner].append(layer)
@@ -130,6 +132,9 @@ class DistillationTrainer(SupervisedTrainer):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         self._teacher_outputs = self._run_teachers(batchdata)
+        if IMAGE in self.distillation_loss.required_inputs:
+            image = torch.as_tensor(batchdata[Keys.IMAGE]).to(self.state.device, non_blocking=self.non_blocking)
+            self._teacher_outputs[IMAGE] = image
         try:
             return super()._iteration(engine, batchdata)
         finally:

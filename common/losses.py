@@ -251,7 +251,153 @@ class AttentionTransferLoss(_Loss):
         return _reduce(values, self.reduction)
 
 
+def _check_batch_for_negatives(n: int, what: str) -> None:
+    if n < 2:
+        raise ValueError(
+            f"{what}: a batch of {n} image(s) has no in-batch negatives; contrastive distillation needs at least 2 "
+            "(8 or more is better): raise the batch size, or the number of slices sampled per volume."
+        )
+
+
+class InstanceContrastiveLoss(_Loss):
+    """Instance-level InfoNCE between student and teacher feature maps (MTMS-KD's contrastive term).
+
+    Each image's map is flattened and L2-normalised, ``s_i = vec(F_s^i) / ||vec(F_s^i)||`` (and
+    ``t_j`` for the teacher); the teacher map of the same image is the positive, the teacher maps
+    of the other images in the batch are the negatives::
+
+        L_i = -log( exp(s_i . t_i / tau) / sum_j exp(s_i . t_j / tau) ),   j over the batch
+
+    Labels are not used (this is what the official code computes despite its "supervised" name;
+    see :class:`SupervisedContrastiveLoss` for the label-aware variant). Student and teacher maps
+    must have the same shape: project them to one width with learnable heads (the term's
+    adapters) and set ``resize`` when their grids differ.
+
+    Args:
+        temperature: ``tau > 0`` (0.4 in the official code).
+        resize: ``None`` or an interpolation mode bringing both maps to one grid.
+        grid: ``"teacher"`` or ``"student"``, the grid ``resize`` brings both maps to.
+        reduction: ``"mean"`` or ``"sum"`` over the batch, or ``"none"`` for shape (B,).
+
+    Shapes: student and teacher (B, C, *spatial) with B >= 2.
+    """
+
+    def __init__(
+        self, temperature: float = 0.4, resize: str | None = None, grid: str = "student", reduction: str = "mean"
+    ) -> None:
+        super().__init__(reduction=LossReduction(reduction).value)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        self.temperature = float(temperature)
+        self.resize, self.grid = resize, _check_grid(grid)
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``labels`` are ignored; they are accepted so that this loss and
+        :class:`SupervisedContrastiveLoss` are interchangeable in a config."""
+        student, teacher = _align(student, teacher, self.resize, self.grid, "InstanceContrastiveLoss")
+        _check_same_shape(student, teacher, "InstanceContrastiveLoss")
+        _check_batch_for_negatives(student.shape[0], "InstanceContrastiveLoss")
+        s = F.normalize(student.float().flatten(1), dim=1)
+        t = F.normalize(teacher.float().flatten(1), dim=1)
+        logits = s @ t.T / self.temperature
+        values = F.cross_entropy(logits, torch.arange(len(s), device=s.device), reduction="none")
+        return _reduce(values, self.reduction)
+
+
+class SupervisedContrastiveLoss(_Loss):
+    """Label-aware (supervised) contrastive distillation between class regions of student and
+    teacher feature maps.
+
+    The label map, one-hot encoded, is averaged onto each feature grid (soft region masks
+    ``w_{b,k}``); every class region present in an image gives one L2-normalised embedding per
+    network, ``s_{b,k} = norm(sum_x w f_s / sum_x w)`` and ``t_{b,k}`` likewise. Each student
+    region is an anchor; the teacher regions *of the same class* in any image of the batch are its
+    positives ``P(i)``, the teacher regions of other classes its negatives (Khosla et al. 2020,
+    across networks)::
+
+        L_i = -1/|P(i)| sum_{p in P(i)} log( exp(s_i . t_p / tau) / sum_a exp(s_i . t_a / tau) )
+
+    A batch in which only one class is present has no negatives; the loss is then 0 (with the
+    graph kept, so distributed training sees every parameter). Student and teacher maps may have
+    different grids (each is pooled with the label resized to it) but must have one width (use
+    learnable projection heads as the term's adapters).
+
+    Args:
+        num_classes: classes of the label map (including background).
+        temperature: ``tau > 0``.
+        include_background: whether background regions take part (as anchors and negatives).
+        min_fraction: a region counts as present when it covers at least this fraction of the map.
+        reduction: ``"mean"`` or ``"sum"`` over anchors, or ``"none"`` for one value per anchor.
+
+    Shapes: student (B, C, *spatial_s), teacher (B, C, *spatial_t), labels (B, 1, *spatial) of class indices.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        temperature: float = 0.4,
+        include_background: bool = True,
+        min_fraction: float = 1e-3,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(reduction=LossReduction(reduction).value)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 (background and at least one class), got {num_classes}.")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        self.num_classes = int(num_classes)
+        self.temperature = float(temperature)
+        self.include_background = include_background
+        self.min_fraction = float(min_fraction)
+
+    def regions(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised region embeddings (N, C) and their classes (N,), regions ordered by image then class."""
+        onehot = F.one_hot(labels[:, 0].long(), self.num_classes).movedim(-1, 1).float()
+        masks = F.interpolate(onehot, size=features.shape[2:], mode="area").flatten(2)  # (B, K, N)
+        sums = torch.einsum("bkn,bcn->bkc", masks, features.float().flatten(2))
+        area = masks.sum(2)
+        present = area >= self.min_fraction * masks.shape[2]
+        if not self.include_background:
+            present[:, 0] = False
+        embeddings = F.normalize(sums[present] / area[present].unsqueeze(1), dim=1)
+        classes = torch.arange(self.num_classes, device=labels.device).expand_as(present)[present]
+        return embeddings, classes
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        what = "SupervisedContrastiveLoss"
+        if student.ndim < 3 or student.shape[:2] != teacher.shape[:2]:
+            raise ValueError(
+                f"{what}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} must share batch size and "
+                "width (project both to one width with the term's adapters)."
+            )
+        if labels.shape[0] != student.shape[0] or labels.shape[1] != 1 or labels.ndim != student.ndim:
+            raise ValueError(f"{what}: labels of shape (B, 1, *spatial) expected, got {tuple(labels.shape)}.")
+        if int(labels.max()) >= self.num_classes or int(labels.min()) < 0:
+            raise ValueError(f"{what}: label values {int(labels.min())}..{int(labels.max())} exceed num_classes.")
+        _check_batch_for_negatives(student.shape[0], what)
+        s, s_classes = self.regions(student, labels)
+        t, t_classes = self.regions(teacher, labels)
+        positives = (s_classes[:, None] == t_classes[None, :]).float()
+        if s.shape[0] == 0 or bool(positives.all()):  # one class in the batch: nothing to contrast
+            return (student.sum() + teacher.sum()) * 0.0
+        log_prob = F.log_softmax(s @ t.T / self.temperature, dim=1)
+        anchors = positives.sum(1) > 0  # a tiny region can pass the area threshold on one grid only
+        values = -(positives * log_prob).sum(1)[anchors] / positives.sum(1)[anchors]
+        return _reduce(values, self.reduction)
+
+
 InputSpec = str | Sequence[str]
+
+
+def select_terms(terms: Mapping[str, Mapping], names: Sequence[str], prefix: str = "") -> dict[str, Mapping]:
+    """The terms ``prefix + name`` for each of ``names``, e.g. the scales an ablation distils
+    (``select_terms(contrastive_terms, ["bottleneck"], prefix="contrast_")``); an unknown name is
+    an error listing the valid ones."""
+    valid = [key.removeprefix(prefix) for key in terms if key.startswith(prefix)]
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        raise ValueError(f"unknown term(s) {unknown}; choose from {valid}.")
+    return {prefix + name: terms[prefix + name] for name in names}
 
 
 class DistillationLoss(nn.Module):

@@ -32,6 +32,68 @@ def bundle_args(config_files: list[str], bundle_root: Path) -> list[str]:
     return ["-m", "monai.bundle", "run", "--config_file", repr(files), "--bundle_root", str(bundle_root)]
 
 
+def logged_terms(log: str) -> dict[str, float]:
+    """The loss terms of the first iteration's log line (``loss_<name>: value``), by name."""
+    words = next(line for line in log.splitlines() if "Iter: 1/" in line).split()
+    return {w[len("loss_") :].rstrip(":"): float(v) for w, v in zip(words, words[1:], strict=False) if w[:5] == "loss_"}
+
+
+def torchrun_bundle(config_files: list[str], bundle_root: Path, port: int, *overrides: str) -> str:
+    """``torchrun --nproc_per_node=2`` of a bundle's configs on CPU (gloo, one thread per process);
+    returns the combined log, in which only rank 0 may report iterations."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    args = torchrun + bundle_args(config_files, bundle_root) + list(overrides)
+    result = run(args, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    log = result.stdout + result.stderr
+    assert log.count("Epoch: 1/1, Iter: 1/") == 1, "expected iteration logs from rank 0 only"
+    return log
+
+
+def verify_bundle(bundle_root: Path, dataset_dir: Path) -> None:
+    """``tools/verify_bundle.py`` (the Model Zoo CI's checks) passes all seven checks."""
+    verify = [sys.executable, "tools/verify_bundle.py", str(bundle_root), "--schema", str(SCHEMA)]
+    result = run([*verify, "--dataset_dir", str(dataset_dir)])
+    assert result.stdout.count(" ok") == 7, result.stdout
+
+
+def install_exported(bundle_root: Path, dest: Path) -> Path:
+    """Export a bundle folder as a hospital would receive it (``tools/export_bundle.py``), verify the
+    zip, and install it as MONAI users do (``python -m monai.bundle download --url file://...``)
+    into a fresh folder; returns the installed bundle folder."""
+    out = dest / "dist"
+    run([sys.executable, "tools/export_bundle.py", "export", str(bundle_root), "--out", str(out)])
+    archive = next(out.glob("*.zip"))
+    run([sys.executable, "tools/export_bundle.py", "verify", str(archive)])
+    installed = dest / "installed"
+    download = ["-m", "monai.bundle", "download", "--name", bundle_root.name, "--url", archive.as_uri()]
+    run([sys.executable, *download, "--bundle_dir", str(installed)], cwd=dest)
+    return installed / bundle_root.name
+
+
+def outside_env() -> dict:
+    """The environment without any part of the repository on ``PYTHONPATH``."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and str(REPO) not in p]
+    return os.environ | {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+def run_outside(bundle: Path, config_files: list[str], *overrides: str, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run`` from inside an installed bundle (its own folder as the current
+    directory, the repository nowhere on ``PYTHONPATH``), as at another site."""
+    files = repr([f"configs/{f}" for f in config_files])
+    return run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, *overrides],
+        cwd=bundle,
+        env=outside_env(),
+        **kwargs,
+    )
+
+
+def check_vendored_common(bundle: Path) -> None:
+    """Run from the installed bundle, ``common`` resolves to the bundle's own vendored copy."""
+    result = run([sys.executable, "-c", "import common; print(common.__file__)"], cwd=bundle, env=outside_env())
+    assert result.stdout.strip() == str(bundle / "common" / "__init__.py")
+
+
 def bundle_run(config_files: list[str], bundle_root: Path, *overrides: str, **kwargs) -> subprocess.CompletedProcess:
     """``python -m monai.bundle run`` of a bundle's configs from the repository root."""
     return run([sys.executable, *bundle_args(config_files, bundle_root), *overrides], **kwargs)

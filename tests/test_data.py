@@ -140,3 +140,24 @@ def test_hu_window_on_an_image_that_is_not_ct_warns_once_and_names_it(caplog):
     assert caplog.text.count("heart_mri.nii.gz does not look like CT in Hounsfield units") == 1
     assert "(-200.0, 300.0) will clip it" in caplog.text
     assert "/data/ct.nii.gz does not look" not in caplog.text
+
+
+def test_select_fraction_draws_whole_cases_reproducibly_and_rejects_bad_fractions(caplog):
+    from common.data import select_fraction
+
+    items = [{"image": f"./imagesTr/patient{p:03d}_frame{f}.nii.gz"} for p in range(10) for f in (1, 2)]
+    half = select_fraction(items, 0.5, seed=3, group=r"patient\d+")
+    assert len(half) == 10 and half == select_fraction(items, 0.5, seed=3, group=r"patient\d+")
+    patients = {item["image"].split("_")[0] for item in half}
+    assert len(patients) == 5  # both frames of every chosen patient
+    assert [items.index(item) for item in half] == sorted(items.index(item) for item in half)
+    assert select_fraction(items, 0.5, seed=4, group=r"patient\d+") != half
+    assert len(select_fraction(items, 0.5, seed=3)) == 10  # without grouping each item is a case
+    assert select_fraction(items, 1.0, group=r"patient\d+") == items
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match=r"data_fraction must be in \(0, 1\]"):
+            select_fraction(items, bad)
+    with pytest.raises(ValueError, match="data_fraction 0.01 of 10 cases keeps none; use at least 0.1"):
+        select_fraction(items, 0.01, group=r"patient\d+")
+    with pytest.raises(ValueError, match="does not match image path"):
+        select_fraction(items, 0.5, group=r"case_\d+")

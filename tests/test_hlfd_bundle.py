@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -13,7 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import SCHEMA, bundle_args, bundle_run, copy_bundle, run
+from tests.conftest import (
+    REPO,
+    bundle_run,
+    check_vendored_common,
+    copy_bundle,
+    install_exported,
+    logged_terms,
+    run,
+    run_outside,
+    torchrun_bundle,
+    verify_bundle,
+)
 
 BUNDLE = "hlfd_tumour_ct"
 pytestmark = pytest.mark.slow
@@ -61,12 +71,6 @@ def tiny(data: Path) -> list[str]:
     ]
 
 
-def logged_terms(result) -> set[str]:
-    """Names of the loss terms in the first iteration's log line."""
-    line = next(line for line in (result.stdout + result.stderr).splitlines() if "Iter: 1/" in line)
-    return {word[len("loss_") :].rstrip(":") for word in line.split() if word.startswith("loss_")}
-
-
 @pytest.fixture(scope="module")
 def trained(kits, tmp_path_factory) -> Path:
     """A copy of the bundle with a one-epoch UNet++ teacher and a one-epoch HLFD student."""
@@ -82,8 +86,7 @@ def test_hlfd_student_logs_every_term_keeps_adapters_in_checkpoints_and_exports_
 
     assert (trained / "models" / "teacher" / "model.pt").exists()
     log = (trained / "hlfd_log.txt").read_text()
-    line = next(line for line in log.splitlines() if "Iter: 1/" in line)
-    assert {w[5:].rstrip(":") for w in line.split() if w.startswith("loss_")} == HLFD_TERMS | SEG_TERMS
+    assert set(logged_terms(log)) == HLFD_TERMS | SEG_TERMS
     assert "val_mean_dice" in log
     checkpoint = torch.load(next((trained / "runs" / "hlfd_student").glob("*epoch=1.pt")), weights_only=True)
     adapters = {k.split(".")[1] for k in checkpoint["loss"]}
@@ -116,7 +119,7 @@ def test_interrupted_run_resumes_from_the_last_checkpoint(trained, kits):
 )
 def test_baselines_and_ablations_train_with_exactly_their_terms(trained, kits, config, terms):
     result = bundle_run(["train.json", config], trained, *tiny(kits))
-    assert logged_terms(result) == terms
+    assert set(logged_terms(result.stdout + result.stderr)) == terms
     name = config.removeprefix("train_").removesuffix(".json")
     assert (trained / "models" / name / "model.pt").exists()
 
@@ -143,18 +146,11 @@ def test_inference_restacks_slices_to_the_input_geometry(trained, kits, tmp_path
 
 
 def test_verifier_passes(trained, kits):
-    verify = [sys.executable, "tools/verify_bundle.py", str(trained), "--schema", str(SCHEMA)]
-    result = run([*verify, "--dataset_dir", str(kits)])
-    assert result.stdout.count(" ok") == 7, result.stdout
+    verify_bundle(trained, kits)
 
 
 def test_multi_gpu_config_runs_hlfd_with_adapters_under_torchrun_on_cpu(trained, kits):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519"]
-    result = run(
-        torchrun + bundle_args(["train.json", "multi_gpu_train.json"], trained) + ["--run_name", "ddp", *tiny(kits)],
-        env=os.environ | {"OMP_NUM_THREADS": "1"},
-    )
-    assert (result.stdout + result.stderr).count("Epoch: 1/1, Iter: 1/") == 1  # rank 0 logs, rank 1 does not
+    torchrun_bundle(["train.json", "multi_gpu_train.json"], trained, 29519, "--run_name", "ddp", *tiny(kits))
     checkpoint = torch.load(next((trained / "runs" / "ddp").glob("*epoch=1.pt")), weights_only=True)
     assert "adapters.plfd_final_to_d2.0.weight" in checkpoint["loss"]  # saved unwrapped, like single-process runs
 
@@ -195,6 +191,17 @@ def test_bad_input_is_named(trained, kits, tmp_path):
 def test_the_papers_decoderless_fcn_student_trains_with_the_same_terms(trained, kits, tmp_path):
     configs = ["train.json", "student_fcn.json"]
     result = bundle_run(configs, trained, *tiny(kits), "--run_name", "fcn", "--model_dir", str(tmp_path))
-    assert logged_terms(result) == HLFD_TERMS | SEG_TERMS
+    assert set(logged_terms(result.stdout + result.stderr)) == HLFD_TERMS | SEG_TERMS
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert "classifier.weight" in state and not any(k.startswith("decoder") for k in state)
+
+
+def test_exported_bundle_runs_outside_the_repository(kits, tmp_path):
+    bundle = install_exported(REPO / "bundles" / BUNDLE, tmp_path)  # the shipped bundle, as sent
+    check_vendored_common(bundle)
+    case = json.loads((kits / "datalist.json").read_text())["test"][0]["image"]
+    inference = ["--dataset_dir", str(kits / Path(case).parent), "--output_dir", str(tmp_path / "pred")]
+    run_outside(bundle, ["inference.json"], *inference, "--inference_roi_size", "[64,64]", "--pixdim", "[1.5,1.5,-1]")
+    assert len(list((tmp_path / "pred").glob("*_seg.nii.gz"))) == 1
+    run_outside(bundle, ["train.json"], *tiny(kits))
+    assert list((bundle / "runs" / "hlfd_student").glob("checkpoint_epoch=1.pt"))

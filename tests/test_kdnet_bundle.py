@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,7 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, SCHEMA, bundle_args, bundle_run, copy_bundle, run
+from tests.conftest import (
+    REPO,
+    bundle_run,
+    check_vendored_common,
+    copy_bundle,
+    install_exported,
+    outside_env,
+    run,
+    run_outside,
+    torchrun_bundle,
+    verify_bundle,
+)
 
 BUNDLE = "kdnet_brats_mri"
 pytestmark = pytest.mark.slow
@@ -93,18 +104,7 @@ def test_inference_needs_only_monai_and_keeps_the_input_geometry(trained, phanto
 
 
 def test_verifier_passes(trained, phantoms):
-    result = run(
-        [
-            sys.executable,
-            "tools/verify_bundle.py",
-            str(trained),
-            "--schema",
-            str(SCHEMA),
-            "--dataset_dir",
-            str(phantoms),
-        ]
-    )
-    assert result.stdout.count(" ok") == 7, result.stdout
+    verify_bundle(trained, phantoms)
 
 
 def test_student_modality_out_of_range_is_reported(trained, phantoms):
@@ -115,17 +115,18 @@ def test_student_modality_out_of_range_is_reported(trained, phantoms):
 
 def test_multi_gpu_config_runs_under_torchrun_on_cpu(trained, phantoms):
     configs = ["train.json", "train_baseline.json", "multi_gpu_train.json"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
-    result = run(
-        torchrun + bundle_args(configs, trained) + ["--run_name", "ddp", *tiny(phantoms)],
-        env=os.environ | {"OMP_NUM_THREADS": "1"},
-    )
-    log = result.stdout + result.stderr
-    assert log.count("Epoch: 1/1, Iter: 1/") == 1  # rank 0 logs, rank 1 does not
+    torchrun_bundle(configs, trained, 29517, "--run_name", "ddp", *tiny(phantoms))
     assert len(list((trained / "runs" / "ddp").glob("*checkpoint_epoch=1.pt"))) == 1
 
 
-def test_bundle_without_common_names_the_missing_package(trained, phantoms):
+def test_exported_bundle_runs_outside_the_repository_and_names_a_missing_common(phantoms, tmp_path):
+    bundle = install_exported(REPO / "bundles" / BUNDLE, tmp_path)  # the shipped bundle, as sent
+    check_vendored_common(bundle)
+    run_outside(bundle, ["inference.json"], "--dataset_dir", str(phantoms), "--output_dir", str(tmp_path / "pred"))
+    assert len(list((tmp_path / "pred").glob("*_seg.nii.gz"))) == 10
+    run_outside(bundle, ["train.json"], *tiny(phantoms))
+    assert list((bundle / "runs").glob("*/checkpoint_epoch=1.pt"))
+    shutil.rmtree(bundle / "common")  # a bundle sent without it, where the repository is not installed either
     blocker = (
         "import sys, runpy\n"
         "class Block:\n"
@@ -136,10 +137,7 @@ def test_bundle_without_common_names_the_missing_package(trained, phantoms):
         "sys.argv = ['monai.bundle'] + sys.argv[1:]\n"
         "runpy.run_module('monai.bundle', run_name='__main__')\n"
     )
-    result = run(
-        [sys.executable, "-c", blocker, "run", "--config_file", "configs/train.json", *tiny(phantoms)],
-        cwd=trained,
-        expect_failure=True,
-    )
+    args = [sys.executable, "-c", blocker, "run", "--config_file", "configs/train.json", *tiny(phantoms)]
+    result = run(args, cwd=bundle, env=outside_env(), expect_failure=True)
     assert "needs the shared package `common`" in result.stderr
     assert "pip install -e" in result.stderr

@@ -274,3 +274,87 @@ def test_grid_student_resizes_the_teacher_map_instead():
         assert on_student_grid.item() == pytest.approx(loss_type(resize=None)(student, downsampled).item(), rel=1e-6)
     with pytest.raises(ValueError, match="grid must be"):
         FeatureDistillationLoss(grid="both")
+
+
+def test_instance_infonce_matches_hand_computed_value_and_ignores_labels_and_scale():
+    from common.losses import InstanceContrastiveLoss
+
+    student = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 2, 1, 1)
+    loss = InstanceContrastiveLoss(temperature=0.5)
+    # positives score 1 / 0.5, negatives 0: L = -log(e^2 / (e^2 + 1)) for both images
+    expected = math.log(1 + math.exp(-2.0))
+    assert loss(student, student).item() == pytest.approx(expected, rel=1e-6)
+    assert loss(student, 3 * student, torch.zeros(2, 1, 1, 1)).item() == pytest.approx(expected, rel=1e-6)
+    swapped = student.flip(0)  # each image's positive is now the other image's map
+    assert loss(student, swapped).item() == pytest.approx(math.log(1 + math.exp(2.0)), rel=1e-6)
+    assert loss.__class__(temperature=0.5, reduction="none")(student, student).shape == (2,)
+
+
+def test_instance_infonce_needs_negatives_aligns_grids_and_trains_the_student_only():
+    from common.losses import InstanceContrastiveLoss
+
+    with pytest.raises(ValueError, match="no in-batch negatives.*raise the batch size"):
+        InstanceContrastiveLoss()(torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8))
+    with pytest.raises(ValueError, match="student shape .* and teacher shape .* differ"):
+        InstanceContrastiveLoss(resize=None)(torch.randn(2, 4, 8, 8), torch.randn(2, 4, 4, 4))
+    with pytest.raises(ValueError, match="cannot be resized"):
+        InstanceContrastiveLoss(resize="bilinear")(torch.randn(2, 4, 8, 8), torch.randn(2, 4, 4, 4, 4))
+    student = torch.randn(3, 4, 8, 8, requires_grad=True)
+    teacher = torch.randn(3, 4, 4, 4, requires_grad=True)
+    with torch.no_grad():
+        teacher_grid = InstanceContrastiveLoss(grid="teacher", resize="bilinear")(student, teacher)
+    assert torch.isfinite(teacher_grid)
+    InstanceContrastiveLoss(resize="bilinear")(student, teacher.detach()).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+def test_supervised_contrast_matches_hand_computed_value():
+    from common.losses import SupervisedContrastiveLoss
+
+    # two images, each one pixel of class 0 with feature [1, 0] and one of class 1 with [0, 1]
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 2).repeat(2, 1, 1, 1)
+    labels = torch.tensor([0, 1]).view(1, 1, 1, 2).repeat(2, 1, 1, 1)
+    loss = SupervisedContrastiveLoss(num_classes=2, temperature=0.5)
+    # each anchor: 2 positives at 1/0.5, 2 negatives at 0: L = log(2 e^2 + 2) - 2
+    expected = math.log(2 * math.exp(2.0) + 2) - 2.0
+    assert loss(features, features, labels).item() == pytest.approx(expected, rel=1e-6)
+    per_anchor = SupervisedContrastiveLoss(num_classes=2, temperature=0.5, reduction="none")(features, features, labels)
+    assert per_anchor.shape == (4,)
+    foreground_only = SupervisedContrastiveLoss(num_classes=2, include_background=False)(features, features, labels)
+    assert foreground_only.item() == 0.0  # one class left: nothing to contrast
+    wrong_class = features.flip(1)  # the teacher's class-0 region now looks like class 1
+    assert loss(features, wrong_class, labels).item() > expected
+
+
+def test_supervised_contrast_pools_regions_on_each_grid_and_trains_the_student_only():
+    from common.losses import SupervisedContrastiveLoss
+
+    torch.manual_seed(0)
+    labels = torch.randint(0, 3, (4, 1, 16, 16))
+    student = torch.randn(4, 8, 16, 16, requires_grad=True)
+    teacher = torch.randn(4, 8, 4, 4, requires_grad=True)  # a coarser grid: the labels are pooled onto it
+    loss = SupervisedContrastiveLoss(num_classes=3)
+    loss(student, teacher.detach(), labels).backward()
+    assert student.grad.abs().sum() > 0
+    one_class = SupervisedContrastiveLoss(num_classes=3)(student, teacher, torch.zeros_like(labels))
+    assert one_class.item() == 0.0 and one_class.requires_grad  # kept in the graph for DDP
+    with pytest.raises(ValueError, match="share batch size and width"):
+        loss(student, torch.randn(4, 6, 4, 4), labels)
+    with pytest.raises(ValueError, match="label values 0..5 exceed num_classes"):
+        loss(student, teacher, labels.clamp(max=2) + (labels == 2) * 3)
+    with pytest.raises(ValueError, match=r"labels of shape \(B, 1, \*spatial\)"):
+        loss(student, teacher, labels[:, 0])
+    with pytest.raises(ValueError, match="no in-batch negatives"):
+        loss(student[:1], teacher[:1], labels[:1])
+    with pytest.raises(ValueError, match="num_classes must be >= 2"):
+        SupervisedContrastiveLoss(num_classes=1)
+
+
+def test_select_terms_keeps_the_named_scales_and_lists_valid_ones():
+    from common.losses import select_terms
+
+    terms = {"contrast_encoder": {"w": 1}, "contrast_decoder": {"w": 2}}
+    assert select_terms(terms, ["decoder"], prefix="contrast_") == {"contrast_decoder": {"w": 2}}
+    assert select_terms(terms, [], prefix="contrast_") == {}
+    with pytest.raises(ValueError, match=r"unknown term\(s\) \['middle'\]; choose from \['encoder', 'decoder'\]"):
+        select_terms(terms, ["middle"], prefix="contrast_")

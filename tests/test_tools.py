@@ -1,5 +1,6 @@
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -125,6 +126,13 @@ def test_results_table_reports_each_metric_over_runs(tmp_path):
     args = ["--metric", "test_mean_dice", "test_hd95_mm", "--row", "student", str(tmp_path / "a"), str(tmp_path / "b")]
     out = run([sys.executable, "tools/results_table.py", *args]).stdout
     assert "| student | 2 | 0.700 ± 0.141 | 0.800, 0.600 | 5.000 ± 1.414 | 4.000, 6.000 |" in out
+    (tmp_path / "c").mkdir()  # a multi-class summary: one row per class
+    (tmp_path / "c" / "test_mean_dice_summary.csv").write_text("class,mean\nclass0,0.5\nclass1,0.9\nmean,0.7\n")
+    classes = ["--metric", "test_mean_dice:class1", "test_mean_dice", "--row", "multi", str(tmp_path / "c")]
+    assert (
+        "| multi | 1 | 0.900 | 0.900 | 0.700 | 0.700 |"
+        in run([sys.executable, "tools/results_table.py", *classes]).stdout
+    )
     for run_dir, first, second in (("a", 0.9, 0.5), ("b", 0.7, 0.3)):
         raw = f"filename,class0,mean\n/d/x1.nii.gz,{first},{first}\n/d/x2.nii.gz,{second},{second}\n"
         (tmp_path / run_dir / "test_mean_dice_raw.csv").write_text(raw)
@@ -167,7 +175,7 @@ def test_split_by_patient_keeps_frames_together_and_takes_a_given_test_list(tmp_
     assert not patients["training"] & patients["validation"] and len(split["training"]) == 12
     assert split["test"] == given_test
     result = run([sys.executable, "tools/split_datalist.py", *args, "--group", "nomatch"], expect_failure=True)
-    assert "does not match case ./imagesTr/p000_frame1.nii.gz" in result.stderr
+    assert "does not match image path ./imagesTr/p000_frame1.nii.gz" in result.stderr
 
 
 def test_tumour_ct_datalists_from_kits19_and_lits_layouts(tmp_path):
@@ -196,3 +204,67 @@ def test_tumour_ct_datalists_from_kits19_and_lits_layouts(tmp_path):
     assert nib.load(image).shape == (6, 32, 32)
     ras = Orientation("RAS")(LoadImage(image_only=True, ensure_channel_first=True)(image))
     assert ras.shape == (1, 32, 32, 6) and float(np.asarray(ras).min()) < -500
+
+
+def fake_bundle(root: Path, config_extra: dict | None = None) -> Path:
+    bundle = root / "tiny_bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "docs").mkdir()
+    (bundle / "models" / "teacher").mkdir(parents=True)
+    (bundle / "runs").mkdir()
+    (bundle / "LICENSE").write_text("licence\n")
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({"version": "1.2.3"}))
+    train = {"bundle_root": "$'.' if os.path.exists('configs/metadata.json') else 'bundles/x'", **(config_extra or {})}
+    (bundle / "configs" / "train.json").write_text(json.dumps(train))
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"bundle_root": "bundles/x"}))
+    (bundle / "docs" / "README.md").write_text("# tiny\n")
+    (bundle / "models" / "model.pt").write_bytes(b"student")
+    (bundle / "models" / "teacher" / "model.pt").write_bytes(b"teacher")
+    (bundle / "runs" / "checkpoint.pt").write_bytes(b"not shipped")
+    return bundle
+
+
+def test_export_is_deterministic_self_contained_and_verify_refuses_altered_zips(tmp_path):
+    import zipfile
+
+    from export_bundle import export, verify
+
+    bundle = fake_bundle(tmp_path)
+    first, second = export(bundle, tmp_path / "a"), export(bundle, tmp_path / "b")
+    assert first.name == "tiny_bundle_v1.2.3.zip" and first.read_bytes() == second.read_bytes()
+    assert verify(first) == []
+    with zipfile.ZipFile(first) as archive:
+        names = set(archive.namelist())
+        assert json.loads(archive.read("tiny_bundle/configs/train.json"))["bundle_root"] == "."
+        manifest = archive.read("tiny_bundle/MANIFEST.sha256").decode()
+    assert {"tiny_bundle/models/teacher/model.pt", "tiny_bundle/common/losses.py"} <= names
+    assert not any("runs/" in n for n in names) and "models/model.pt" in manifest
+    with zipfile.ZipFile(export(bundle, tmp_path / "c", with_teacher=False)) as archive:
+        assert "tiny_bundle/models/model.pt" in archive.namelist()
+        assert not any("models/teacher" in n for n in archive.namelist())
+    # a config altered inside the zip (and the zip's checksum recomputed) is still caught by the manifest
+    altered = tmp_path / "altered.zip"
+    with zipfile.ZipFile(first) as src, zipfile.ZipFile(altered, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, data + b" " if item.filename.endswith("inference.json") else data)
+    from export_bundle import sha256
+
+    Path(f"{altered}.sha256").write_text(f"{sha256(altered.read_bytes())}  altered.zip\n")
+    assert verify(altered) == ["altered: configs/inference.json"]
+    damaged = bytearray(first.read_bytes())
+    damaged[len(damaged) // 3] ^= 0xFF  # one byte damaged in transit
+    first.write_bytes(bytes(damaged))
+    assert "differs from tiny_bundle_v1.2.3.zip.sha256" in verify(first)[0]
+    Path(f"{second}.sha256").unlink()
+    assert verify(second) == ["no checksum file tiny_bundle_v1.2.3.zip.sha256 next to the zip"]
+    result = run([sys.executable, "tools/export_bundle.py", "verify", str(altered)], expect_failure=True)
+    assert "REFUSED" in result.stdout and "altered: configs/inference.json" in result.stdout
+
+
+def test_export_refuses_configs_with_this_machines_paths(tmp_path):
+    from export_bundle import export
+
+    bundle = fake_bundle(tmp_path, {"dataset_dir": str(tmp_path / "data"), "other": "/workspace/data/x"})
+    with pytest.raises(ValueError, match="holds absolute paths of this machine"):
+        export(bundle, tmp_path / "out")

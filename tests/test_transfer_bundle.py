@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import SCHEMA, bundle_args, bundle_run, copy_bundle, run
+from tests.conftest import (
+    REPO,
+    bundle_run,
+    check_vendored_common,
+    copy_bundle,
+    install_exported,
+    run_outside,
+    torchrun_bundle,
+    verify_bundle,
+)
 
 BUNDLE = "agnostic_transfer_la_mri"
 pytestmark = pytest.mark.slow
@@ -150,20 +158,11 @@ def test_inference_keeps_the_input_geometry(annotated, data, tmp_path):
 
 
 def test_verifier_passes(annotated, data):
-    result = run(
-        [sys.executable, "tools/verify_bundle.py", str(annotated), "--schema", str(SCHEMA), "--dataset_dir", str(data)]
-    )
-    assert result.stdout.count(" ok") == 7, result.stdout
+    verify_bundle(annotated, data)
 
 
 def test_multi_gpu_config_runs_under_torchrun_on_cpu(annotated, data):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29518"]
-    configs = ["train.json", "multi_gpu_train.json"]
-    result = run(
-        torchrun + bundle_args(configs, annotated) + ["--run_name", "ddp", *tiny(data)],
-        env=os.environ | {"OMP_NUM_THREADS": "1"},
-    )
-    assert (result.stdout + result.stderr).count("Epoch: 1/1, Iter: 1/") == 1  # rank 0 logs, rank 1 does not
+    torchrun_bundle(["train.json", "multi_gpu_train.json"], annotated, 29518, "--run_name", "ddp", *tiny(data))
     assert len(list((annotated / "runs" / "ddp").glob("*checkpoint_epoch=1.pt"))) == 1
 
 
@@ -194,3 +193,12 @@ def test_bad_input_is_named(annotated, data):
         ["train.json"], annotated, *tiny(data), "--num_classes", "1", "--run_name", "mismatch", expect_failure=True
     )
     assert "holds values [1] outside the 1 classes" in student_mismatch.stderr
+
+
+def test_exported_bundle_annotates_and_trains_outside_the_repository(data, tmp_path):
+    bundle = install_exported(REPO / "bundles" / BUNDLE, tmp_path)  # the shipped bundle, as sent
+    check_vendored_common(bundle)
+    assert (bundle / "models" / "teacher" / "unet" / "model.pt").exists()
+    run_outside(bundle, ["train.json", "annotate.json"], *tiny(data))  # pseudo labels are not shipped
+    run_outside(bundle, ["train.json"], *tiny(data))
+    assert list((bundle / "runs").glob("*/checkpoint_epoch=1.pt"))

@@ -11,7 +11,8 @@ CONFIGS may end with ``key=value`` overrides, e.g. ``train.json,train_teacher.js
 ``validate#inferer``, weights ``<model_dir>/model.pt``) on the first ``--cases`` cases of the
 list, brings every prediction back to the image file's own grid (models may use different
 spacings), prints their Dice there, and draws for each case the axial slice with the most
-foreground: the image (its last channel), the ground truth, and each model's prediction.
+foreground: the image (its last channel), the ground truth, and each model's prediction, one
+colour per class; the Dice printed is the mean over the foreground classes.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def dice(pred: np.ndarray, label: np.ndarray) -> float:
     return float(2 * (pred & label).sum() / denominator) if denominator else 1.0
 
 
+def mean_dice(pred: np.ndarray, label: np.ndarray, num_classes: int) -> float:
+    """Mean over the foreground classes 1..num_classes-1 of class maps (the evaluators' MeanDice)."""
+    return float(np.mean([dice(pred == c, label == c) for c in range(1, num_classes)]))
+
+
 def plot_overlay(args: argparse.Namespace) -> None:
     bundle = Path(args.bundle)
     overrides = {"dataset_dir": args.dataset_dir, "datalist": args.datalist}
@@ -89,10 +95,11 @@ def plot_overlay(args: argparse.Namespace) -> None:
     rows = []
     load = LoadImage(image_only=True, ensure_channel_first=True)
     target_labels = reader.get("target_labels")  # a bundle segmenting some labels of a multi-label map
+    num_classes = 2 if target_labels is not None else int(reader.get_parsed_content("num_classes"))
     for case_index, item in enumerate(items):
         row = {"case": Path(str(item["label"])).name.split()[-1].replace("_seg.nii.gz", "").replace(".nii.gz", "")}
         label = np.asarray(load(item["label"])[0])
-        row["label"] = np.isin(label, target_labels) if target_labels is not None else label > 0
+        row["label"] = (np.isin(label, target_labels) if target_labels is not None else label).astype(int)
         row["image"] = np.asarray(load(item["image"])[-1])
         for name, parser, net in models:
             preprocessing = parser.get_parsed_content("validate#preprocessing")
@@ -100,8 +107,8 @@ def plot_overlay(args: argparse.Namespace) -> None:
             with torch.no_grad():
                 data["pred"] = parser.get_parsed_content("validate#inferer")(data["image"][None], net)[0].softmax(0)
             pred = Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False)(data)["pred"]
-            row[name] = np.asarray(pred.argmax(0)) > 0
-            row[f"dice {name}"] = dice(row[name], row["label"])
+            row[name] = np.asarray(pred.argmax(0)).astype(int)
+            row[f"dice {name}"] = mean_dice(row[name], row["label"], num_classes)
         rows.append(row)
         print(row["case"], " ".join(f"{n}={row[f'dice {n}']:.3f}" for n, _, _ in models), flush=True)
         if case_index + 1 >= args.cases:
@@ -109,14 +116,15 @@ def plot_overlay(args: argparse.Namespace) -> None:
     names = [n for n, _, _ in models]
     fig, axes = plt.subplots(len(rows), 2 + len(names), figsize=(3 * (2 + len(names)), 3 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
-        z = int(row["label"].sum(axis=(0, 1)).argmax())
+        z = int((row["label"] > 0).sum(axis=(0, 1)).argmax())
         image = np.rot90(row["image"][:, :, z])
         panels = [("image", None), ("ground truth", row["label"])] + [(n, row[n]) for n in names]
         for c, (title, mask) in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(image, cmap="gray")
             if mask is not None:
-                ax.imshow(np.ma.masked_where(~np.rot90(mask[:, :, z]), np.ones_like(image)), cmap="autumn", alpha=0.5)
+                classes = np.rot90(mask[:, :, z])  # one colour per class
+                ax.imshow(np.ma.masked_where(classes == 0, classes), cmap="tab10", vmin=0, vmax=9, alpha=0.5)
             suffix = f"\nDice {row[f'dice {title}']:.3f}" if title in names else ""
             ax.set_title(f"{row['case']}" if c == 0 else f"{title}{suffix}", fontsize=9)
             ax.axis("off")

@@ -1,10 +1,13 @@
-"""Write seeded abdominal-CT-like phantoms (Hounsfield units) in the KiTS19 or LiTS folder layout.
+"""Write seeded abdominal-CT-like phantoms (Hounsfield units) in the KiTS19, LiTS or MSD Task09 layout.
 
 Each case is a soft-tissue body (about 40 HU) in air (-1000 HU) holding an enhancing organ
 (about 150 HU, label 1) with, in most cases, a darker tumour inside it (about 70 HU, label 2).
 - ``--layout kits19``: ``case_XXXXX/imaging.nii.gz`` and ``segmentation.nii.gz``, stored as KiTS19
   does, slice axis first (array ``(z, y, x)``, the affine says so), which tests reorientation.
 - ``--layout lits``: ``volume-N.nii`` and ``segmentation-N.nii``, array ``(x, y, z)``.
+- ``--layout msd_spleen``: the Medical Segmentation Decathlon Task09 layout, ``imagesTr/spleen_N.nii.gz``
+  and ``labelsTr/spleen_N.nii.gz`` (organ = spleen, label 1; no tumour), ``imagesTs/`` with two
+  unlabelled cases, and a Decathlon ``dataset.json`` (``training`` and ``test`` lists).
 
     python tools/make_synthetic_ct.py --out /tmp/kits_phantoms --layout kits19 --cases 8 --size 64 --slices 8
 """
@@ -12,6 +15,7 @@ Each case is a soft-tissue body (about 40 HU) in air (-1000 HU) holding an enhan
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import nibabel as nib
@@ -53,10 +57,38 @@ def save(array: np.ndarray, path: str, slice_axis_first: bool) -> None:
     nib.save(nib.Nifti1Image(array, affine), path)
 
 
+def write_msd_spleen(rng: np.random.Generator, args: argparse.Namespace) -> None:
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        os.makedirs(os.path.join(args.out, folder), exist_ok=True)
+    training, test = [], []
+    for i in range(args.cases + 2):
+        hu, label = make_case(rng, args.size, args.slices, tumour=False)
+        name = f"spleen_{i + 1}.nii.gz"
+        if i < args.cases:
+            save(hu, os.path.join(args.out, "imagesTr", name), False)
+            save(label, os.path.join(args.out, "labelsTr", name), False)
+            training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        else:
+            save(hu, os.path.join(args.out, "imagesTs", name), False)
+            test.append(f"./imagesTs/{name}")
+    dataset = {
+        "name": "Spleen (synthetic phantoms)",
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "spleen"},
+        "numTraining": len(training),
+        "numTest": len(test),
+        "training": training,
+        "test": test,
+    }
+    with open(os.path.join(args.out, "dataset.json"), "w") as f:
+        json.dump(dataset, f, indent=2)
+    print(f"wrote {args.cases} labelled and {len(test)} test msd_spleen phantoms to {args.out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--layout", choices=("kits19", "lits"), default="kits19")
+    parser.add_argument("--layout", choices=("kits19", "lits", "msd_spleen"), default="kits19")
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--size", type=int, default=64, help="in-plane size (voxels)")
     parser.add_argument("--slices", type=int, default=8)
@@ -64,6 +96,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
+    if args.layout == "msd_spleen":
+        write_msd_spleen(rng, args)
+        return
     for i in range(args.cases):
         tumour = not (args.no_tumour_every and (i + 1) % args.no_tumour_every == 0)
         hu, label = make_case(rng, args.size, args.slices, tumour)

@@ -6,27 +6,18 @@
 # student without KD, with logit KD, with attention transfer on the deepest layer, with HLFD, and
 # the FLFD-only and PLFD-only ablations; every model evaluated on the test volumes.
 #   bash tools/reproduce_hlfd_acdc.sh ../shared/data/acdc [student_epochs] ["0 1"]
-# TRAIN_TEACHER=0 reuses models/teacher/model.pt (TEACHER_EPOCHS, default 20, otherwise);
+# TRAIN_TEACHER=0 reuses models/teacher/model.pt, =skip does not even evaluate it (TEACHER_EPOCHS,
+# default 20, otherwise);
 # VARIANTS="baseline hlfd" trains only those students (default: all six). Seed 0 of HLFD writes the
 # shipped models/model.pt; everything else goes under runs/.
 set -euo pipefail
 data=${1:?usage: reproduce_hlfd_acdc.sh DATA_DIR [STUDENT_EPOCHS] [SEEDS]}
 epochs=${2:-12}
 seeds=${3:-0}
-B=bundles/hlfd_tumour_ct
-C=$B/configs
-R=$B/runs
-split=$R/acdc_split.json
-mkdir -p $R
-python tools/split_datalist.py --datalist "$data/dataset.json" --out $split \
-    --val 10 --test 0 --test_from validation --group 'patient\d+' --seed 0
-common=(--dataset_dir "$data" --datalist $split)
-run() { /usr/bin/time -f "$1 wall %e s" python -m monai.bundle run "${@:2}" "${common[@]}"; }
+source "$(dirname "$0")/reproduce_lib.sh"
+acdc_setup hlfd_tumour_ct "$data"
 teacher="'$C/train.json','$C/train_teacher.json','$C/acdc_mri.json'"
-if [ "${TRAIN_TEACHER:-1}" = 1 ]; then
-    run teacher --config_file "[$teacher]" --epochs "${TEACHER_EPOCHS:-20}" --val_interval 2
-fi
-run evaluate_teacher --config_file "[$teacher,'$C/evaluate.json']"
+teacher_stage "$teacher" 20
 for seed in $seeds; do
     for variant in ${VARIANTS:-baseline logit_kd at hlfd flfd plfd}; do
         configs="'$C/train.json'"

@@ -21,7 +21,7 @@ mkdir -p $R
 python tools/split_datalist.py --datalist "$data/dataset.json" --out $split \
     --val 4 --test 10 --list transferal=18 --list finetune=4 --seed 0
 common=(--dataset_dir "$data" --datalist $split)
-run() { /usr/bin/time -f "$1 wall %e s" python -m monai.bundle run "${@:2}" "${common[@]}"; }
+source "$(dirname "$0")/reproduce_lib.sh"  # run
 for teacher in unet segresnet; do
     configs="'$C/train.json','$C/train_teacher.json'"
     if [ "${TRAIN_TEACHERS:-1}" = 1 ]; then

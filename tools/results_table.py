@@ -3,11 +3,13 @@
     python tools/results_table.py --metric val_mean_dice \
         --row "student, KD" runs/evaluate_models runs/seed1_kd runs/seed2_kd --row ...
     python tools/results_table.py --metric test_mean_dice test_hd95_mm --row ...
+    python tools/results_table.py --metric test_mean_dice:class0 test_mean_dice:class1 test_mean_dice --row ...
 
 Each folder holds ``<metric>_summary.csv`` of one evaluation (mean over its test cases); a row
 with several folders (seeds) reports, per metric, the mean ± sample std of those per-run means,
-and each value. ``--per_case`` prints instead one line per test case and one column per row,
-from ``<metric>_raw.csv`` of each row's first folder.
+and each value; ``metric:classN`` reads one class's row of a multi-class summary.
+``--per_case`` prints instead one line per test case and one column per row, from
+``<metric>_raw.csv`` of each row's first folder.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from pathlib import Path
 
 
 def summary_mean(folder: Path, metric: str) -> float:
-    with open(folder / f"{metric}_summary.csv") as f:
-        return float(next(row for row in csv.reader(f) if row[0] == "mean")[1])
+    """Mean over the test cases of ``metric``, or of one class of it with ``metric:classN``."""
+    name, _, row_name = metric.partition(":")
+    with open(folder / f"{name}_summary.csv") as f:
+        return float(next(row for row in csv.reader(f) if row[0] == (row_name or "mean"))[1])
 
 
 def per_case(folder: Path, metric: str) -> dict[str, float]:

@@ -21,7 +21,8 @@ import argparse
 import json
 import os
 import random
-import re
+
+from common.data import case_id
 
 
 def split_cases(
@@ -42,17 +43,14 @@ def split_cases(
 
 
 def group_cases(cases: list, pattern: str | None) -> list[list]:
-    """Cases grouped by the first match of ``pattern`` in the image path, in first-seen order; each
-    case its own group without a pattern. A case without a match is an error naming it."""
+    """Cases grouped by the first match of ``pattern`` in the image path (``common.data.case_id``),
+    in first-seen order; each case its own group without a pattern. A case without a match is an
+    error naming it."""
     if pattern is None:
         return [[case] for case in cases]
     groups: dict[str, list] = {}
     for case in cases:
-        image = case["image"][0] if isinstance(case["image"], list) else case["image"]
-        found = re.search(pattern, image)
-        if not found:
-            raise ValueError(f"--group {pattern!r} does not match case {image}.")
-        groups.setdefault(found.group(0), []).append(case)
+        groups.setdefault(case_id(case, pattern), []).append(case)
     return list(groups.values())
 
 

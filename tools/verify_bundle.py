@@ -74,26 +74,32 @@ def _example_input_shape(meta_file: str) -> list[int]:
     return [1, int(image["num_channels"]), *spatial]
 
 
-def check_export(bundle: str) -> None:
-    """TorchScript by scripting, as the Model Zoo does; a network MONAI cannot script (e.g.
-    ``FlexibleUNet`` with a ResNet backbone) is exported by tracing an input the metadata allows."""
+def export_torchscript(bundle: str, path: str) -> None:
+    """``models/model.pt`` to TorchScript at ``path`` by scripting, as the Model Zoo does; a network
+    MONAI cannot script (e.g. ``FlexibleUNet`` with a ResNet backbone) is traced on an input the
+    metadata allows."""
     meta_file = os.path.join(bundle, "configs", "metadata.json")
+    export = partial(
+        ckpt_export,
+        net_id="network_def",
+        filepath=path,
+        ckpt_file=os.path.join(bundle, "models", "model.pt"),
+        meta_file=meta_file,
+        config_file=os.path.join(bundle, "configs", "inference.json"),
+        bundle_root=bundle,
+    )
+    try:
+        export()
+    except Exception as e:
+        print(f"  scripting failed ({type(e).__name__}); exporting by tracing instead")
+        export(use_trace=True, input_shape=_example_input_shape(meta_file))
+
+
+def check_export(bundle: str) -> None:
+    """TorchScript export and ``torch.jit.load`` of the result."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.ts")
-        export = partial(
-            ckpt_export,
-            net_id="network_def",
-            filepath=path,
-            ckpt_file=os.path.join(bundle, "models", "model.pt"),
-            meta_file=meta_file,
-            config_file=os.path.join(bundle, "configs", "inference.json"),
-            bundle_root=bundle,
-        )
-        try:
-            export()
-        except Exception as e:
-            print(f"  scripting failed ({type(e).__name__}); exporting by tracing instead")
-            export(use_trace=True, input_shape=_example_input_shape(meta_file))
+        export_torchscript(bundle, path)
         torch.jit.load(path)
 
 
