@@ -18,12 +18,13 @@ logger = logging.getLogger(__name__)
 def epoch_checkpoints(directory: str, pattern: str = "*checkpoint_epoch=*.pt") -> list[str]:
     """Training checkpoints in ``directory`` (ignite names them ``..._epoch=N.pt``), newest epoch first."""
     files = glob.glob(os.path.join(glob.escape(directory), pattern))
+    return sorted(files, key=checkpoint_epoch, reverse=True)
 
-    def epoch(path: str) -> int:
-        found = re.search(r"epoch=(\d+)", os.path.basename(path))
-        return int(found.group(1)) if found else -1
 
-    return sorted(files, key=epoch, reverse=True)
+def checkpoint_epoch(path: str) -> int:
+    """The epoch in an ignite checkpoint's file name (``..._epoch=N.pt``), -1 without one."""
+    found = re.search(r"epoch=(\d+)", os.path.basename(path))
+    return int(found.group(1)) if found else -1
 
 
 class ResumeFromLatest:
@@ -31,6 +32,9 @@ class ResumeFromLatest:
     ``directory`` into ``load_dict`` (student, optimiser, trainer state, adapters, ...) with MONAI's
     ``CheckpointLoader`` (``weights_only=True``); start fresh, saying so, when there is none. A
     checkpoint that cannot be read (a run killed while saving) is skipped for the one before it.
+    A newest checkpoint at or past this run's last epoch belongs to a finished run: the run starts
+    anew from the configured weights, as when MONAI Label trains a bundle again (resuming would
+    train nothing). A longer run (more epochs) resumes and extends it.
 
     Args:
         directory: where the training ``CheckpointSaver`` writes its epoch checkpoints.
@@ -50,6 +54,9 @@ class ResumeFromLatest:
 
     def __call__(self, engine: Engine) -> None:
         for path in epoch_checkpoints(self.directory) if self.enabled else []:
+            if engine.state.max_epochs is not None and checkpoint_epoch(path) >= engine.state.max_epochs:
+                logger.info(f"{path} ends a finished run of {engine.state.max_epochs} epoch(s): starting a new run.")
+                return
             try:
                 checkpoint = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as e:  # truncated or corrupt file: fall back to the previous epoch

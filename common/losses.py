@@ -6,6 +6,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 from monai.utils import LossReduction
@@ -251,6 +253,26 @@ class AttentionTransferLoss(_Loss):
         return _reduce(values, self.reduction)
 
 
+def gather_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``x`` (B, ...) of every process of a ``torch.distributed`` run, concatenated along the batch
+    in rank order, and where this process's part starts; ``(x, 0)`` outside a distributed run.
+
+    The gather is differentiable: gradients reach each process's own part, so a loss over the
+    gathered batch, averaged by DDP, has the gradient one process would have on the whole batch.
+    Every process must hold the same batch size (``DistributedSampler(even_divisible=True)``).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))
+    if len({int(size) for size in sizes}) > 1:
+        raise ValueError(
+            f"batch sizes differ across processes ({[int(size) for size in sizes]}); a contrastive "
+            "loss gathers negatives from every process and needs equal batches (even_divisible)."
+        )
+    return torch.cat(dist_fn.all_gather(x.contiguous())), dist.get_rank() * x.shape[0]
+
+
 def _check_batch_for_negatives(n: int, what: str) -> None:
     if n < 2:
         raise ValueError(
@@ -268,6 +290,9 @@ class InstanceContrastiveLoss(_Loss):
 
         L_i = -log( exp(s_i . t_i / tau) / sum_j exp(s_i . t_j / tau) ),   j over the batch
 
+    Under ``torch.distributed`` the teacher maps of every process are gathered
+    (:func:`gather_batch`), so the negatives are those of the global batch, as in one process.
+
     Labels are not used (this is what the official code computes despite its "supervised" name;
     see :class:`SupervisedContrastiveLoss` for the label-aware variant). Student and teacher maps
     must have the same shape: project them to one width with learnable heads (the term's
@@ -279,7 +304,7 @@ class InstanceContrastiveLoss(_Loss):
         grid: ``"teacher"`` or ``"student"``, the grid ``resize`` brings both maps to.
         reduction: ``"mean"`` or ``"sum"`` over the batch, or ``"none"`` for shape (B,).
 
-    Shapes: student and teacher (B, C, *spatial) with B >= 2.
+    Shapes: student and teacher (B, C, *spatial) with B >= 2 (over all processes).
     """
 
     def __init__(
@@ -296,11 +321,11 @@ class InstanceContrastiveLoss(_Loss):
         :class:`SupervisedContrastiveLoss` are interchangeable in a config."""
         student, teacher = _align(student, teacher, self.resize, self.grid, "InstanceContrastiveLoss")
         _check_same_shape(student, teacher, "InstanceContrastiveLoss")
-        _check_batch_for_negatives(student.shape[0], "InstanceContrastiveLoss")
         s = F.normalize(student.float().flatten(1), dim=1)
-        t = F.normalize(teacher.float().flatten(1), dim=1)
+        t, offset = gather_batch(F.normalize(teacher.float().flatten(1), dim=1))
+        _check_batch_for_negatives(t.shape[0], "InstanceContrastiveLoss")
         logits = s @ t.T / self.temperature
-        values = F.cross_entropy(logits, torch.arange(len(s), device=s.device), reduction="none")
+        values = F.cross_entropy(logits, torch.arange(len(s), device=s.device) + offset, reduction="none")
         return _reduce(values, self.reduction)
 
 
@@ -316,6 +341,10 @@ class SupervisedContrastiveLoss(_Loss):
     across networks)::
 
         L_i = -1/|P(i)| sum_{p in P(i)} log( exp(s_i . t_p / tau) / sum_a exp(s_i . t_a / tau) )
+
+    Under ``torch.distributed`` the teacher regions of every process are gathered
+    (:func:`gather_batch`): positives and negatives come from the global batch, anchors stay local
+    (the mean over anchors is then per process, averaged by DDP).
 
     A batch in which only one class is present has no negatives; the loss is then 0 (with the
     graph kept, so distributed training sees every parameter). Student and teacher maps may have
@@ -351,7 +380,7 @@ class SupervisedContrastiveLoss(_Loss):
         self.min_fraction = float(min_fraction)
 
     def regions(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised region embeddings (N, C) and their classes (N,), regions ordered by image then class."""
+        """Normalised region embeddings (B, K, C) and which regions are present (B, K)."""
         onehot = F.one_hot(labels[:, 0].long(), self.num_classes).movedim(-1, 1).float()
         masks = F.interpolate(onehot, size=features.shape[2:], mode="area").flatten(2)  # (B, K, N)
         sums = torch.einsum("bkn,bcn->bkc", masks, features.float().flatten(2))
@@ -359,9 +388,12 @@ class SupervisedContrastiveLoss(_Loss):
         present = area >= self.min_fraction * masks.shape[2]
         if not self.include_background:
             present[:, 0] = False
-        embeddings = F.normalize(sums[present] / area[present].unsqueeze(1), dim=1)
-        classes = torch.arange(self.num_classes, device=labels.device).expand_as(present)[present]
-        return embeddings, classes
+        return F.normalize(sums / area.clamp_min(1e-8).unsqueeze(2), dim=2), present
+
+    def _present(self, embeddings: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The present regions' embeddings (N, C) and classes (N,), ordered by image then class."""
+        classes = torch.arange(self.num_classes, device=present.device).expand_as(present)
+        return embeddings[present], classes[present]
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         what = "SupervisedContrastiveLoss"
@@ -374,9 +406,12 @@ class SupervisedContrastiveLoss(_Loss):
             raise ValueError(f"{what}: labels of shape (B, 1, *spatial) expected, got {tuple(labels.shape)}.")
         if int(labels.max()) >= self.num_classes or int(labels.min()) < 0:
             raise ValueError(f"{what}: label values {int(labels.min())}..{int(labels.max())} exceed num_classes.")
-        _check_batch_for_negatives(student.shape[0], what)
-        s, s_classes = self.regions(student, labels)
-        t, t_classes = self.regions(teacher, labels)
+        s, s_classes = self._present(*self.regions(student, labels))
+        t_embeddings, t_present = self.regions(teacher, labels)
+        t_embeddings, _ = gather_batch(t_embeddings)
+        t_present, _ = gather_batch(t_present.float())
+        _check_batch_for_negatives(t_present.shape[0], what)
+        t, t_classes = self._present(t_embeddings, t_present.bool())
         positives = (s_classes[:, None] == t_classes[None, :]).float()
         if s.shape[0] == 0 or bool(positives.all()):  # one class in the batch: nothing to contrast
             return (student.sum() + teacher.sum()) * 0.0

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,12 +43,13 @@ def logged_terms(log: str) -> dict[str, float]:
 
 def torchrun_bundle(config_files: list[str], bundle_root: Path, port: int, *overrides: str) -> str:
     """``torchrun --nproc_per_node=2`` of a bundle's configs on CPU (gloo, one thread per process);
-    returns the combined log, in which only rank 0 may report iterations."""
+    returns the combined log, in which only rank 0 may report iterations and validation."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
     args = torchrun + bundle_args(config_files, bundle_root) + list(overrides)
     result = run(args, env=os.environ | {"OMP_NUM_THREADS": "1"})
     log = result.stdout + result.stderr
     assert log.count("Epoch: 1/1, Iter: 1/") == 1, "expected iteration logs from rank 0 only"
+    assert log.count("Got new best metric") <= 1, "expected evaluator logs from rank 0 only"
     return log
 
 
@@ -131,3 +135,43 @@ def copy_bundle(name: str, dest: Path, with_models: bool = False) -> Path:
     shutil.copytree(src, dest / name, ignore=ignore)
     (dest / name / "models" / "teacher").mkdir(parents=True, exist_ok=True)
     return dest / name
+
+
+MONAILABEL = [sys.executable, str(REPO / "tools" / "monailabel_compat.py")]
+
+
+def monailabel_studies(cases: list[tuple[Path, Path]], dest: Path) -> Path:
+    """A MONAI Label studies folder: ``<id>.nii.gz`` images with their labels in ``labels/final``."""
+    (dest / "labels" / "final").mkdir(parents=True)
+    for index, (image, label) in enumerate(cases):
+        name = f"case_{index:03d}.nii.gz"
+        shutil.copyfile(image, dest / name)
+        shutil.copyfile(label, dest / "labels" / "final" / name)
+    return dest
+
+
+def check_monailabel(bundle: Path, image: Path, bundle_prediction: Path, studies: Path, tmp_path: Path) -> None:
+    """What MONAI Label 0.8.5 does with an installed bundle, from a folder that is neither the
+    repository nor the bundle and with the repository off ``PYTHONPATH``: infer (the label map equals
+    the bundle's own ``inference.json`` output, label names from ``channel_def``), then train on the
+    studies in one process and with ``torchrun`` (2 processes, its multi-GPU path), each time
+    starting from the shipped weights through MONAI Label's ``CheckpointLoader``."""
+    workdir = tmp_path / "monailabel"
+    workdir.mkdir()
+    out = workdir / "label.nii.gz"
+    result = run([*MONAILABEL, "infer", str(bundle), str(image), "--out", str(out)], cwd=workdir, env=outside_env())
+    names = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["outputs"]
+    channel_def = next(iter(names.values()))["channel_def"]
+    expected = {v.lower(): int(k) for k, v in channel_def.items() if v.lower() != "background"}
+    assert f"labels {expected};" in result.stdout
+    ours, theirs = nib.load(out), nib.load(bundle_prediction)
+    np.testing.assert_array_equal(np.asarray(ours.dataobj), np.asarray(theirs.dataobj).squeeze())
+    np.testing.assert_allclose(ours.affine, nib.load(image).affine, atol=1e-4)
+
+    for nproc in ("1", "2"):
+        train = [*MONAILABEL, "train", str(bundle), str(studies), "--val_split", "0.5", "--nproc", nproc]
+        result = run(train, cwd=workdir, env=outside_env() | {"OMP_NUM_THREADS": "1"})
+        log = result.stdout + result.stderr
+        assert f"Restored all variables from {bundle / 'models' / 'model.pt'}" in log, log[-3000:]
+        assert "Epoch[1] Complete" in log or "Epoch: 1/1" in log, log[-3000:]
+    assert (bundle / "configs" / "monailabel_train.json").exists()

@@ -25,9 +25,12 @@ def net(in_channels: int) -> SegResNet:
     return SegResNet(spatial_dims=3, in_channels=in_channels, out_channels=2, init_filters=8)
 
 
-def kd_loss(layer: str = "down_layers.3", adapter: torch.nn.Module | None = None) -> DistillationLoss:
+def kd_loss(
+    layer: str = "down_layers.3", adapter: torch.nn.Module | None = None, extra_terms: dict | None = None
+) -> DistillationLoss:
     return DistillationLoss(
-        {
+        (extra_terms or {})
+        | {
             "seg": {"loss": DiceCELoss(to_onehot_y=True, softmax=True), "inputs": ["student", "label"]},
             "kd": {"loss": LogitDistillationLoss(4.0), "inputs": ["student", "teacher"]},
             "latent": {
@@ -158,3 +161,38 @@ def test_learnable_adapters_stay_identical_across_ranks(tmp_path):
         for key, value in ranks[0][part].items():
             assert torch.allclose(value, ranks[1][part][key], atol=1e-6), f"{part} {key} differs between ranks"
     assert not torch.allclose(ranks[0]["adapter"]["weight"], initial[0]["weight"])
+
+
+def _equivalence_loss() -> DistillationLoss:
+    from common.losses import InstanceContrastiveLoss
+
+    contrast = {"loss": InstanceContrastiveLoss(0.5), "inputs": ["student:down_layers.3", "teacher:down_layers.3"]}
+    return kd_loss(adapter=torch.nn.Conv3d(64, 64, 1), extra_terms={"contrast": contrast})
+
+
+def _half_batch_worker(rank: int, world_size: int, folder: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world_size)
+    torch.manual_seed(0)
+    student, teacher, loss = net(1), freeze(net(2)), _equivalence_loss()
+    trainer = make_trainer(torch.nn.parallel.DistributedDataParallel(student), teacher, loss)
+    trainer.data_loader = [{k: v[rank : rank + 1] for k, v in b.items()} for b in make_batches()]  # half of each
+    trainer.run()
+    if rank == 0:
+        torch.save({"student": student.state_dict(), "loss": loss.state_dict()}, f"{folder}/distributed.pt")
+    dist.destroy_process_group()
+
+
+def test_two_processes_on_half_batches_train_as_one_process_on_whole_batches(tmp_path):
+    """The same global batch split over two processes (DDP student, synchronised adapters,
+    contrastive negatives gathered from both) gives the weights one process gets."""
+    torch.manual_seed(0)
+    student, teacher, loss = net(1), freeze(net(2)), _equivalence_loss()
+    make_trainer(student, teacher, loss).run()
+    torch.multiprocessing.spawn(_half_batch_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    distributed = torch.load(tmp_path / "distributed.pt", weights_only=True)
+    for part, state in (("student", student.state_dict()), ("loss", loss.state_dict())):
+        assert state.keys() == distributed[part].keys()
+        for key, value in state.items():
+            torch.testing.assert_close(distributed[part][key], value, atol=2e-5, rtol=1e-4, msg=f"{part} {key}")

@@ -15,10 +15,12 @@ import torch
 from tests.conftest import (
     REPO,
     bundle_run,
+    check_monailabel,
     check_vendored_common,
     copy_bundle,
     install_exported,
     logged_terms,
+    monailabel_studies,
     run,
     run_outside,
     torchrun_bundle,
@@ -201,7 +203,10 @@ def test_exported_bundle_runs_outside_the_repository(kits, tmp_path):
     check_vendored_common(bundle)
     case = json.loads((kits / "datalist.json").read_text())["test"][0]["image"]
     inference = ["--dataset_dir", str(kits / Path(case).parent), "--output_dir", str(tmp_path / "pred")]
-    run_outside(bundle, ["inference.json"], *inference, "--inference_roi_size", "[64,64]", "--pixdim", "[1.5,1.5,-1]")
+    run_outside(bundle, ["inference.json"], *inference)  # the defaults, as MONAI Label runs it
     assert len(list((tmp_path / "pred").glob("*_seg.nii.gz"))) == 1
+    training = json.loads((kits / "datalist.json").read_text())["training"]
+    studies = monailabel_studies([(kits / c["image"], kits / c["label"]) for c in training], tmp_path / "studies")
+    check_monailabel(bundle, kits / case, tmp_path / "pred" / "imaging_seg.nii.gz", studies, tmp_path)
     run_outside(bundle, ["train.json"], *tiny(kits))
     assert list((bundle / "runs" / "hlfd_student").glob("checkpoint_epoch=1.pt"))

@@ -15,9 +15,11 @@ import torch
 from tests.conftest import (
     REPO,
     bundle_run,
+    check_monailabel,
     check_vendored_common,
     copy_bundle,
     install_exported,
+    monailabel_studies,
     outside_env,
     run,
     run_outside,
@@ -124,7 +126,19 @@ def test_exported_bundle_runs_outside_the_repository_and_names_a_missing_common(
     check_vendored_common(bundle)
     run_outside(bundle, ["inference.json"], "--dataset_dir", str(phantoms), "--output_dir", str(tmp_path / "pred"))
     assert len(list((tmp_path / "pred").glob("*_seg.nii.gz"))) == 10
-    run_outside(bundle, ["train.json"], *tiny(phantoms))
+    # MONAI Label keeps one file per study: FLAIR and T1 stacked as a 4-D image (the channels the
+    # training selects from), the T1 alone for the student's inference
+    cases = []
+    for case in sorted(p for p in phantoms.iterdir() if p.is_dir())[:4]:
+        modalities = [nib.load(case / f"{case.name}_{m}.nii.gz") for m in ("flair", "t1")]
+        stacked = np.stack([np.asarray(m.dataobj) for m in modalities], axis=-1)
+        nib.save(nib.Nifti1Image(stacked, modalities[0].affine), tmp_path / f"{case.name}_flair_t1.nii.gz")
+        cases.append((tmp_path / f"{case.name}_flair_t1.nii.gz", case / f"{case.name}_seg.nii.gz"))
+    studies = monailabel_studies(cases, tmp_path / "studies")
+    t1 = cases[0][1].parent / cases[0][1].name.replace("_seg", "_t1")
+    check_monailabel(bundle, t1, tmp_path / "pred" / t1.name.replace(".nii.gz", "_seg.nii.gz"), studies, tmp_path)
+    result = run_outside(bundle, ["train.json"], *tiny(phantoms))
+    assert "epoch(s): starting a new run" in result.stdout + result.stderr  # MONAI Label's run has finished
     assert list((bundle / "runs").glob("*/checkpoint_epoch=1.pt"))
     shutil.rmtree(bundle / "common")  # a bundle sent without it, where the repository is not installed either
     blocker = (

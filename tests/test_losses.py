@@ -358,3 +358,49 @@ def test_select_terms_keeps_the_named_scales_and_lists_valid_ones():
     assert select_terms(terms, [], prefix="contrast_") == {}
     with pytest.raises(ValueError, match=r"unknown term\(s\) \['middle'\]; choose from \['encoder', 'decoder'\]"):
         select_terms(terms, ["middle"], prefix="contrast_")
+
+
+def _contrastive_worker(rank: int, world_size: int, folder: str) -> None:
+    import torch.distributed as dist
+
+    from common.losses import InstanceContrastiveLoss, SupervisedContrastiveLoss
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world_size)
+    data = torch.load(f"{folder}/batch.pt", weights_only=True)
+    part = slice(rank * 2, rank * 2 + 2)  # this process's half of the batch
+    results = {}
+    for name, loss in (("instance", InstanceContrastiveLoss(0.5)), ("supervised", SupervisedContrastiveLoss(3, 0.5))):
+        student = data["student"][part].clone().requires_grad_()
+        teacher = data["teacher"][part].clone().requires_grad_()  # e.g. a learnable head on the teacher side
+        value = loss(student, teacher, data["labels"][part])
+        value.backward()
+        results[name] = {"loss": value.detach(), "student": student.grad, "teacher": teacher.grad}
+    torch.save(results, f"{folder}/rank_{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_contrastive_losses_gather_negatives_across_processes(tmp_path):
+    """Two processes holding half a batch each give the one-process loss on the whole batch (the
+    mean of their losses) and, once DDP averages them, its gradients: negatives come from every
+    process, and gradients reach each process's own teacher maps."""
+    from common.losses import InstanceContrastiveLoss, SupervisedContrastiveLoss
+
+    torch.manual_seed(0)
+    labels = torch.zeros(4, 1, 8, 8, dtype=torch.long)
+    labels[:, :, :4] = 1
+    labels[:, :, 6:, :3] = 2  # every image holds the three classes: as many anchors on each process
+    data = {"student": torch.randn(4, 6, 8, 8), "teacher": torch.randn(4, 6, 8, 8), "labels": labels}
+    torch.save(data, tmp_path / "batch.pt")
+    torch.multiprocessing.spawn(_contrastive_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank_{r}.pt", weights_only=True) for r in (0, 1)]
+    for name, loss in (("instance", InstanceContrastiveLoss(0.5)), ("supervised", SupervisedContrastiveLoss(3, 0.5))):
+        student, teacher = data["student"].clone().requires_grad_(), data["teacher"].clone().requires_grad_()
+        whole = loss(student, teacher, labels)
+        whole.backward()
+        halves = [r[name] for r in ranks]
+        local = loss(data["student"][:2], data["teacher"][:2], labels[:2])  # without gathering: other negatives
+        assert not torch.isclose(local, halves[0]["loss"], atol=1e-4), name
+        torch.testing.assert_close((halves[0]["loss"] + halves[1]["loss"]) / 2, whole.detach(), msg=name)
+        for side, grad in (("student", student.grad), ("teacher", teacher.grad)):
+            gathered = torch.cat([halves[0][side], halves[1][side]]) / 2  # DDP's average over 2 processes
+            torch.testing.assert_close(gathered, grad, msg=f"{name} {side}")

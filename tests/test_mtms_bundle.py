@@ -16,10 +16,12 @@ import torch
 from tests.conftest import (
     REPO,
     bundle_run,
+    check_monailabel,
     check_vendored_common,
     copy_bundle,
     install_exported,
     logged_terms,
+    monailabel_studies,
     run,
     run_outside,
     torchrun_bundle,
@@ -206,7 +208,11 @@ def test_exported_bundle_runs_outside_the_repository(cardiac, tmp_path):
     check_vendored_common(bundle)
     case = json.loads((cardiac / "datalist.json").read_text())["test"][0]["image"]
     inference = ["--dataset_dir", str(cardiac), "--image_pattern", case, "--output_dir", str(tmp_path / "pred")]
-    run_outside(bundle, ["inference.json"], *inference, "--inference_roi_size", "[48,48]")
+    run_outside(bundle, ["inference.json"], *inference)  # the defaults, as MONAI Label runs it
     assert len(list((tmp_path / "pred").glob("*_seg.nii.gz"))) == 1
+    training = json.loads((cardiac / "datalist.json").read_text())["training"]
+    studies = monailabel_studies([(cardiac / c["image"], cardiac / c["label"]) for c in training], tmp_path / "studies")
+    prediction = tmp_path / "pred" / Path(case).name.replace(".nii.gz", "_seg.nii.gz")
+    check_monailabel(bundle, cardiac / case, prediction, studies, tmp_path)
     run_outside(bundle, ["train.json"], *tiny(cardiac))
     assert list((bundle / "runs" / "mtms_student").glob("checkpoint_epoch=1.pt"))

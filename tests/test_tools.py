@@ -8,6 +8,7 @@ from tests.conftest import REPO, SCHEMA, run
 
 sys.path.insert(0, str(REPO / "tools"))
 from brats_datalist import brats_cases  # noqa: E402
+from compare_ddp import best_metric  # noqa: E402
 from split_datalist import split_cases  # noqa: E402
 from tumour_ct_datalist import find_cases  # noqa: E402
 
@@ -268,3 +269,14 @@ def test_export_refuses_configs_with_this_machines_paths(tmp_path):
     bundle = fake_bundle(tmp_path, {"dataset_dir": str(tmp_path / "data"), "other": "/workspace/data/x"})
     with pytest.raises(ValueError, match="holds absolute paths of this machine"):
         export(bundle, tmp_path / "out")
+
+
+def test_compare_ddp_reads_the_last_best_metric_and_names_a_log_without_one():
+    log = (
+        "INFO - Key metric: val_mean_dice best value: 0.25 at epoch: 1\n"
+        "INFO - Epoch[2] Metrics -- val_mean_dice: 0.3100\n"
+        "INFO - Key metric: val_mean_dice best value: 0.31 at epoch: 2\n"
+    )
+    assert best_metric(log) == ("val_mean_dice", 0.31, 2)
+    with pytest.raises(RuntimeError, match="no 'Key metric"):
+        best_metric("Epoch: 1/1, Iter: 1/3 -- loss: 1.0")

@@ -15,9 +15,11 @@ import torch
 from tests.conftest import (
     REPO,
     bundle_run,
+    check_monailabel,
     check_vendored_common,
     copy_bundle,
     install_exported,
+    monailabel_studies,
     run_outside,
     torchrun_bundle,
     verify_bundle,
@@ -200,5 +202,19 @@ def test_exported_bundle_annotates_and_trains_outside_the_repository(data, tmp_p
     check_vendored_common(bundle)
     assert (bundle / "models" / "teacher" / "unet" / "model.pt").exists()
     run_outside(bundle, ["train.json", "annotate.json"], *tiny(data))  # pseudo labels are not shipped
+    datalist = json.loads((data / "dataset.json").read_text())
+    cases = [(Path(c["image"]), Path(c["label"])) for c in datalist["training"] + datalist["finetune"]]
+    image = cases[0][0]
+    inference = [
+        "--dataset_dir",
+        str(image.parent),
+        "--image_pattern",
+        image.name,
+        "--output_dir",
+        str(tmp_path / "pred"),
+    ]
+    run_outside(bundle, ["inference.json"], *inference)
+    studies = monailabel_studies(cases, tmp_path / "studies")
+    check_monailabel(bundle, image, tmp_path / "pred" / image.name.replace(".nii.gz", "_seg.nii.gz"), studies, tmp_path)
     run_outside(bundle, ["train.json"], *tiny(data))
     assert list((bundle / "runs").glob("*/checkpoint_epoch=1.pt"))
