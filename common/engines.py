@@ -132,9 +132,6 @@ class DistillationTrainer(SupervisedTrainer):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         self._teacher_outputs = self._run_teachers(batchdata)
-        if IMAGE in self.distillation_loss.required_inputs:
-            image = torch.as_tensor(batchdata[Keys.IMAGE]).to(self.state.device, non_blocking=self.non_blocking)
-            self._teacher_outputs[IMAGE] = image
         try:
             return super()._iteration(engine, batchdata)
         finally:
@@ -144,7 +141,8 @@ class DistillationTrainer(SupervisedTrainer):
                 taps.clear()
 
     def _compute_loss(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        inputs = {STUDENT: pred, LABEL: label, **self._teacher_outputs}
+        # the network's input as the parent trainer already moved it to the device
+        inputs = {STUDENT: pred, LABEL: label, IMAGE: self.state.output[Keys.IMAGE], **self._teacher_outputs}
         inputs.update({f"{STUDENT}:{layer}": f for layer, f in self.student_taps.features.items()})
         for name, output in self._teacher_outputs.items():
             if ":" not in name and output.shape[2:] != pred.shape[2:]:

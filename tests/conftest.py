@@ -140,7 +140,7 @@ def copy_bundle(name: str, dest: Path, with_models: bool = False) -> Path:
 MONAILABEL = [sys.executable, str(REPO / "tools" / "monailabel_compat.py")]
 
 
-def monailabel_studies(cases: list[tuple[Path, Path]], dest: Path) -> Path:
+def _monailabel_studies(cases: list[tuple[Path, Path]], dest: Path) -> Path:
     """A MONAI Label studies folder: ``<id>.nii.gz`` images with their labels in ``labels/final``."""
     (dest / "labels" / "final").mkdir(parents=True)
     for index, (image, label) in enumerate(cases):
@@ -150,11 +150,13 @@ def monailabel_studies(cases: list[tuple[Path, Path]], dest: Path) -> Path:
     return dest
 
 
-def check_monailabel(bundle: Path, image: Path, bundle_prediction: Path, studies: Path, tmp_path: Path) -> None:
+def check_monailabel(
+    bundle: Path, image: Path, bundle_prediction: Path, cases: list[tuple[Path, Path]], tmp_path: Path
+) -> None:
     """What MONAI Label 0.8.5 does with an installed bundle, from a folder that is neither the
     repository nor the bundle and with the repository off ``PYTHONPATH``: infer (the label map equals
     the bundle's own ``inference.json`` output, label names from ``channel_def``), then train on the
-    studies in one process and with ``torchrun`` (2 processes, its multi-GPU path), each time
+    labelled ``cases`` (image, label) in one process and with ``torchrun`` (2 processes, its multi-GPU path), each time
     starting from the shipped weights through MONAI Label's ``CheckpointLoader``."""
     workdir = tmp_path / "monailabel"
     workdir.mkdir()
@@ -168,6 +170,7 @@ def check_monailabel(bundle: Path, image: Path, bundle_prediction: Path, studies
     np.testing.assert_array_equal(np.asarray(ours.dataobj), np.asarray(theirs.dataobj).squeeze())
     np.testing.assert_allclose(ours.affine, nib.load(image).affine, atol=1e-4)
 
+    studies = _monailabel_studies(cases, tmp_path / "studies")
     for nproc in ("1", "2"):
         train = [*MONAILABEL, "train", str(bundle), str(studies), "--val_split", "0.5", "--nproc", nproc]
         result = run(train, cwd=workdir, env=outside_env() | {"OMP_NUM_THREADS": "1"})

@@ -20,7 +20,6 @@ from tests.conftest import (
     copy_bundle,
     install_exported,
     logged_terms,
-    monailabel_studies,
     run,
     run_outside,
     torchrun_bundle,
@@ -206,7 +205,7 @@ def test_exported_bundle_runs_outside_the_repository(kits, tmp_path):
     run_outside(bundle, ["inference.json"], *inference)  # the defaults, as MONAI Label runs it
     assert len(list((tmp_path / "pred").glob("*_seg.nii.gz"))) == 1
     training = json.loads((kits / "datalist.json").read_text())["training"]
-    studies = monailabel_studies([(kits / c["image"], kits / c["label"]) for c in training], tmp_path / "studies")
-    check_monailabel(bundle, kits / case, tmp_path / "pred" / "imaging_seg.nii.gz", studies, tmp_path)
+    cases = [(kits / c["image"], kits / c["label"]) for c in training]
+    check_monailabel(bundle, kits / case, tmp_path / "pred" / "imaging_seg.nii.gz", cases, tmp_path)
     run_outside(bundle, ["train.json"], *tiny(kits))
     assert list((bundle / "runs" / "hlfd_student").glob("checkpoint_epoch=1.pt"))

@@ -19,7 +19,6 @@ from tests.conftest import (
     check_vendored_common,
     copy_bundle,
     install_exported,
-    monailabel_studies,
     outside_env,
     run,
     run_outside,
@@ -134,9 +133,8 @@ def test_exported_bundle_runs_outside_the_repository_and_names_a_missing_common(
         stacked = np.stack([np.asarray(m.dataobj) for m in modalities], axis=-1)
         nib.save(nib.Nifti1Image(stacked, modalities[0].affine), tmp_path / f"{case.name}_flair_t1.nii.gz")
         cases.append((tmp_path / f"{case.name}_flair_t1.nii.gz", case / f"{case.name}_seg.nii.gz"))
-    studies = monailabel_studies(cases, tmp_path / "studies")
     t1 = cases[0][1].parent / cases[0][1].name.replace("_seg", "_t1")
-    check_monailabel(bundle, t1, tmp_path / "pred" / t1.name.replace(".nii.gz", "_seg.nii.gz"), studies, tmp_path)
+    check_monailabel(bundle, t1, tmp_path / "pred" / t1.name.replace(".nii.gz", "_seg.nii.gz"), cases, tmp_path)
     result = run_outside(bundle, ["train.json"], *tiny(phantoms))
     assert "epoch(s): starting a new run" in result.stdout + result.stderr  # MONAI Label's run has finished
     assert list((bundle / "runs").glob("*/checkpoint_epoch=1.pt"))

@@ -21,7 +21,6 @@ from tests.conftest import (
     copy_bundle,
     install_exported,
     logged_terms,
-    monailabel_studies,
     run,
     run_outside,
     torchrun_bundle,
@@ -211,8 +210,8 @@ def test_exported_bundle_runs_outside_the_repository(cardiac, tmp_path):
     run_outside(bundle, ["inference.json"], *inference)  # the defaults, as MONAI Label runs it
     assert len(list((tmp_path / "pred").glob("*_seg.nii.gz"))) == 1
     training = json.loads((cardiac / "datalist.json").read_text())["training"]
-    studies = monailabel_studies([(cardiac / c["image"], cardiac / c["label"]) for c in training], tmp_path / "studies")
+    cases = [(cardiac / c["image"], cardiac / c["label"]) for c in training]
     prediction = tmp_path / "pred" / Path(case).name.replace(".nii.gz", "_seg.nii.gz")
-    check_monailabel(bundle, cardiac / case, prediction, studies, tmp_path)
+    check_monailabel(bundle, cardiac / case, prediction, cases, tmp_path)
     run_outside(bundle, ["train.json"], *tiny(cardiac))
     assert list((bundle / "runs" / "mtms_student").glob("checkpoint_epoch=1.pt"))

@@ -19,7 +19,6 @@ from tests.conftest import (
     check_vendored_common,
     copy_bundle,
     install_exported,
-    monailabel_studies,
     run_outside,
     torchrun_bundle,
     verify_bundle,
@@ -214,7 +213,6 @@ def test_exported_bundle_annotates_and_trains_outside_the_repository(data, tmp_p
         str(tmp_path / "pred"),
     ]
     run_outside(bundle, ["inference.json"], *inference)
-    studies = monailabel_studies(cases, tmp_path / "studies")
-    check_monailabel(bundle, image, tmp_path / "pred" / image.name.replace(".nii.gz", "_seg.nii.gz"), studies, tmp_path)
+    check_monailabel(bundle, image, tmp_path / "pred" / image.name.replace(".nii.gz", "_seg.nii.gz"), cases, tmp_path)
     run_outside(bundle, ["train.json"], *tiny(data))
     assert list((bundle / "runs").glob("*/checkpoint_epoch=1.pt"))

@@ -443,23 +443,12 @@ def draw_figure(results: list[Results], out: Path) -> None:
             label="baseline \u2192 shipped KD",
         )
     )
-    fig.legend(
-        handles=method_handles,
-        loc="lower left",
-        bbox_to_anchor=(0.06, 0.0),
-        title="method (colour)",
-        frameon=False,
-        fontsize=9.5,
-    )
-    fig.legend(
-        handles=role_handles,
-        loc="lower left",
-        bbox_to_anchor=(0.58, 0.0),
-        title="role (marker)",
-        frameon=False,
-        fontsize=9.5,
-        ncol=2,
-    )
+    for handles, x, title, columns in (
+        (method_handles, 0.06, "method (colour)", 1),
+        (role_handles, 0.58, "role (marker)", 2),
+    ):
+        legend = {"loc": "lower left", "bbox_to_anchor": (x, 0.0), "frameon": False, "fontsize": 9.5}
+        fig.legend(handles=handles, title=title, ncol=columns, **legend)
     fig.text(
         0.5,
         0.915,
