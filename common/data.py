@@ -1,4 +1,4 @@
-"""Data helpers: datalists checked before training starts, and modality (channel) selection."""
+"""Datalists: loaded and checked before a long run starts, and split into seeded, case-level subsets."""
 
 from __future__ import annotations
 
@@ -6,14 +6,11 @@ import logging
 import os
 import random
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
-import torch
-from monai.config import KeysCollection
 from monai.data import load_decathlon_datalist
-from monai.transforms import MapTransform
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 logger = logging.getLogger(__name__)
@@ -105,7 +102,7 @@ def _report_required_labels(datalist: str, key: str, labels: list[int], without:
         raise ValueError(
             f"no label map of the {n_cases} cases under {key!r} in {datalist} holds label value(s) {labels} "
             f"(e.g. {without[0]}): the configured target label is wrong for this dataset "
-            "(KiTS19 and LiTS tumours are 2; check `target_labels`)."
+            "(check the label values of its label maps and the bundle's target label setting, e.g. `target_labels`)."
         )
     if without:
         names = ", ".join(os.path.basename(f) for f in without[:5]) + (" ..." if len(without) > 5 else "")
@@ -114,7 +111,7 @@ def _report_required_labels(datalist: str, key: str, labels: list[int], without:
 
 def case_id(item: Mapping, group: str | None = None) -> str:
     """The case an item belongs to: the first match of the regular expression ``group`` in its
-    image path (e.g. ``patient\\d+`` keeps both ACDC frames of a patient together), else the path."""
+    image path (e.g. ``patient\\d+`` keeps both frames of a patient together), else the path."""
     image = item["image"][0] if isinstance(item["image"], (list, tuple)) else item["image"]
     if group is None:
         return str(image)
@@ -124,9 +121,39 @@ def case_id(item: Mapping, group: str | None = None) -> str:
     return match.group(0)
 
 
+def group_cases(items: Sequence[Mapping], group: str | None = None) -> list[list]:
+    """Items grouped by :func:`case_id`, groups in first-seen order (each item its own group
+    without ``group``)."""
+    groups: dict[str, list] = {}
+    for item in items:
+        groups.setdefault(case_id(item, group), []).append(item)
+    return list(groups.values())
+
+
+def split_cases(cases: Sequence, sizes: Mapping[str, int], seed: int, rest: str = "training") -> dict[str, list]:
+    """The collection's one seeded split: ``cases`` shuffled with ``seed``, cut into disjoint lists
+    of ``sizes`` (name: count, in order), the remaining cases under ``rest``. Every list keeps the
+    input order; the same cases, sizes and seed give the same lists.
+
+    Example::
+
+        >>> split_cases(list("abcdefgh"), {"test": 2, "validation": 2}, seed=0)
+        {'training': ['a', 'd', 'g', 'h'], 'test': ['b', 'e'], 'validation': ['c', 'f']}
+    """
+    if any(n < 0 for n in sizes.values()) or sum(sizes.values()) > len(cases):
+        raise ValueError(f"cannot take {dict(sizes)} cases out of {len(cases)}.")
+    order = list(range(len(cases)))
+    random.Random(seed).shuffle(order)
+    split, start = {}, 0
+    for name, n in sizes.items():
+        split[name] = [cases[i] for i in sorted(order[start : start + n])]
+        start += n
+    return {rest: [cases[i] for i in sorted(order[start:])], **split}
+
+
 def select_fraction(items: Sequence[Mapping], fraction: float, seed: int = 0, group: str | None = None) -> list:
-    """A seeded, case-level subset of a datalist: ``round(fraction * cases)`` cases drawn without
-    replacement, every item of a chosen case kept, the list's order unchanged.
+    """A seeded, case-level subset of a datalist: ``round(fraction * cases)`` cases chosen by
+    :func:`split_cases`, every item of a chosen case kept, the list's order unchanged.
 
     Args:
         items: the datalist (e.g. from :func:`load_datalist`).
@@ -139,86 +166,14 @@ def select_fraction(items: Sequence[Mapping], fraction: float, seed: int = 0, gr
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"data_fraction must be in (0, 1], got {fraction}.")
-    cases = sorted({case_id(item, group) for item in items})
-    keep = round(fraction * len(cases))
+    groups = group_cases(items, group)
+    keep = round(fraction * len(groups))
     if keep == 0:
         raise ValueError(
-            f"data_fraction {fraction} of {len(cases)} cases keeps none; use at least {1 / len(cases):.3g} (one case)."
+            f"data_fraction {fraction} of {len(groups)} cases keeps none; "
+            f"use at least {1 / len(groups):.3g} (one case)."
         )
-    chosen = set(random.Random(seed).sample(cases, keep))
-    subset = [item for item in items if case_id(item, group) in chosen]
-    logger.info(f"data_fraction {fraction}: {keep} of {len(cases)} cases ({len(subset)} of {len(items)} items)")
+    chosen = {id(item) for case in split_cases(groups, {"kept": keep}, seed)["kept"] for item in case}
+    subset = [item for item in items if id(item) in chosen]
+    logger.info(f"data_fraction {fraction}: {keep} of {len(groups)} cases ({len(subset)} of {len(items)} items)")
     return subset
-
-
-class SelectChannelsd(MapTransform):
-    """Keep the listed channels (e.g. the student's modality) of channel-first data.
-
-    Args:
-        keys: keys of the data to select from.
-        channels: channel indices to keep, in order.
-        names: optional names of the input channels (modalities), used in error messages.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        channels: Sequence[int],
-        names: Sequence[str] | None = None,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.channels = [int(c) for c in channels]
-        if not self.channels:
-            raise ValueError("SelectChannelsd needs at least one channel index.")
-        self.names = list(names) if names is not None else None
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            n = d[key].shape[0]
-            bad = [c for c in self.channels if not -n <= c < n]
-            if bad:
-                named = f" ({', '.join(self.names)})" if self.names else ""
-                raise ValueError(f"channel index {bad} out of range: {key!r} has {n} channel(s){named}.")
-            d[key] = d[key][self.channels]
-        return d
-
-
-class WarnIfNotCTd(MapTransform):
-    """Warn, once per image, when an image that is about to get a Hounsfield-unit window does not
-    look like CT: CT holds air at about -1000 HU, so its minimum lies far below zero. An MRI or an
-    already normalised image passed through a HU window would be clipped into a nearly constant
-    image without any error; this check says so and names the file. Data are passed through unchanged.
-
-    Args:
-        keys: image keys to check.
-        hu_window: the configured window ``(low, high)``, quoted in the warning.
-        max_min_hu: an image whose minimum is above this value is reported (default -500 HU).
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        hu_window: Sequence[float] = (-1000.0, 1000.0),
-        max_min_hu: float = -500.0,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.hu_window = tuple(float(v) for v in hu_window)
-        self.max_min_hu = float(max_min_hu)
-        self._warned: set[str] = set()
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> Mapping[Hashable, torch.Tensor]:
-        for key in self.key_iterator(data):
-            image = data[key]
-            low, high = float(image.min()), float(image.max())
-            source = str(getattr(image, "meta", {}).get("filename_or_obj", key))
-            if low > self.max_min_hu and source not in self._warned:
-                self._warned.add(source)
-                logger.warning(
-                    f"{source} does not look like CT in Hounsfield units (intensities {low:g}..{high:g}, no air "
-                    f"below {self.max_min_hu:g}): the HU window {self.hu_window} will clip it. For MRI or "
-                    "pre-normalised images configure another intensity normalisation."
-                )
-        return data

@@ -12,13 +12,10 @@ from monai.engines import SupervisedTrainer
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
+from common.keys import IMAGE, LABEL, STUDENT, check_teacher_name, feature_key, tapped_layers
 from common.losses import DistillationLoss
 from common.taps import FeatureTaps
 from common.teachers import freeze
-
-STUDENT = "student"
-LABEL = "label"
-IMAGE = "image"
 
 
 def loss_terms(output: Any) -> dict[str, float]:
@@ -35,14 +32,16 @@ class DistillationTrainer(SupervisedTrainer):
     optimised, never wrapped in DDP); then the parent's iteration runs unchanged (student
     forward, AMP, gradient accumulation, all ignite events), with ``Keys.PRED`` the student
     output so post-processing, metrics and handlers stay standard. The loss is a
-    :class:`~common.losses.DistillationLoss`; it receives ``"student"``, ``"label"``, ``"image"`` (the
-    trained network's input, e.g. the target of a reconstruction term), each
-    teacher's logits under its name and the tapped features ``"student:<layer>"`` /
-    ``"<teacher>:<layer>"``. The layers to tap are read from the loss terms' inputs. Each
-    weighted term is stored in the iteration output as ``loss_<name>`` (log it with
-    :func:`loss_terms`). Under ``torch.distributed`` a loss with learnable parameters (adapters,
-    projection heads) runs wrapped in ``DistributedDataParallel``, so every rank keeps the same
-    adapters as the DDP-wrapped student; checkpoints still hold the unwrapped loss.
+    :class:`~common.losses.DistillationLoss`; it receives the tensors named in :mod:`common.keys`:
+    ``"student"``, ``"label"``, ``"image"`` (the trained network's input, e.g. the target of a
+    reconstruction term), each teacher's logits under its name and the tapped features
+    ``"student:<layer>"`` / ``"<teacher>:<layer>"``. The layers to tap are read from the loss
+    terms' inputs; the taps record during the training iteration only (never during validation)
+    and hold nothing once it ends. Each weighted term is stored in the iteration output as
+    ``loss_<name>`` (log it with :func:`loss_terms`). Under ``torch.distributed`` a loss with
+    learnable parameters (adapters, projection heads) runs wrapped in ``DistributedDataParallel``,
+    so every rank keeps the same adapters as the DDP-wrapped student; checkpoints still hold the
+    unwrapped loss.
 
     Args:
         teachers: a frozen network, or a mapping name -> network for several teachers; an empty
@@ -67,9 +66,7 @@ class DistillationTrainer(SupervisedTrainer):
     ) -> None:
         self.teachers = {"teacher": teachers} if isinstance(teachers, nn.Module) else dict(teachers or {})
         for name in self.teachers:
-            if name in (STUDENT, LABEL, IMAGE) or ":" in name:
-                raise ValueError(f"teacher name {name!r} is reserved or contains ':'.")
-            freeze(self.teachers[name])
+            freeze(self.teachers[check_teacher_name(name)])
         self.teacher_input_keys = (
             {name: teacher_input_key for name in self.teachers}
             if isinstance(teacher_input_key, str)
@@ -89,17 +86,7 @@ class DistillationTrainer(SupervisedTrainer):
         super().__init__(device, max_epochs, train_data_loader, network, optimizer, self._compute_loss, **kwargs)
 
     def _make_taps(self, student: nn.Module, required: set[str]) -> tuple[FeatureTaps, dict[str, FeatureTaps]]:
-        layers: dict[str, list[str]] = {STUDENT: [], **{name: [] for name in self.teachers}}
-        for key in sorted(required):
-            owner, sep, layer = key.partition(":")
-            if key in (STUDENT, LABEL, IMAGE) or (not sep and owner in self.teachers):
-                continue
-            if not sep or not layer or owner not in layers:
-                raise ValueError(
-                    f"loss input {key!r} names no known source; use 'student', 'label', 'image', one of the teachers "
-                    f"{sorted(self.teachers)}, or '<student|teacher>:<layer>' for a tapped feature."
-                )
-            layers[owner].append(layer)
+        layers = tapped_layers(required, self.teachers)
         student_taps = FeatureTaps(student, layers[STUDENT])
         teacher_taps = {name: FeatureTaps(net, layers[name]) for name, net in self.teachers.items()}
         return student_taps, teacher_taps
@@ -125,27 +112,28 @@ class DistillationTrainer(SupervisedTrainer):
                     raise RuntimeError(
                         f"teacher {name!r} failed on batch key {key!r} of shape {tuple(inputs.shape)}: {e}"
                     ) from e
-                outputs.update({f"{name}:{layer}": f for layer, f in self.teacher_taps[name].features.items()})
+                outputs.update({feature_key(name, layer): f for layer, f in self.teacher_taps[name].features.items()})
         return outputs
 
     def _iteration(self, engine: DistillationTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
-        self._teacher_outputs = self._run_teachers(batchdata)
-        try:
-            return super()._iteration(engine, batchdata)
-        finally:
-            self._teacher_outputs = {}
-            self.student_taps.clear()
-            for taps in self.teacher_taps.values():
-                taps.clear()
+        with contextlib.ExitStack() as open_taps:
+            for taps in (self.student_taps, *self.teacher_taps.values()):
+                open_taps.enter_context(taps)
+            self._teacher_outputs = self._run_teachers(batchdata)
+            try:
+                return super()._iteration(engine, batchdata)
+            finally:
+                self._teacher_outputs = {}
 
     def _compute_loss(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         # the network's input as the parent trainer already moved it to the device
         inputs = {STUDENT: pred, LABEL: label, IMAGE: self.state.output[Keys.IMAGE], **self._teacher_outputs}
-        inputs.update({f"{STUDENT}:{layer}": f for layer, f in self.student_taps.features.items()})
-        for name, output in self._teacher_outputs.items():
-            if ":" not in name and output.shape[2:] != pred.shape[2:]:
+        inputs.update({feature_key(STUDENT, layer): f for layer, f in self.student_taps.features.items()})
+        for name in self.teachers:
+            output = self._teacher_outputs[name]
+            if output.shape[2:] != pred.shape[2:]:
                 raise ValueError(
                     f"teacher {name!r} output shape {tuple(output.shape)} and student output shape "
                     f"{tuple(pred.shape)} differ in spatial size: both must see the same crop."

@@ -14,12 +14,13 @@ def named_layers(network: nn.Module) -> list[str]:
 
 
 class FeatureTaps:
-    """Record the outputs of named submodules of ``network`` on every forward pass.
+    """Record the outputs of named submodules of ``network`` while the taps are open.
 
-    The network's ``forward`` is left untouched (torchdistill-style): one forward hook per layer
-    stores the layer's output in ``features[name]``. Features keep their autograd graph, so a
-    loss on a student feature trains the student; a teacher run under ``torch.no_grad`` yields
-    detached features.
+    The network's ``forward`` is left untouched (torchdistill-style): inside ``with taps:`` one
+    forward hook per layer stores the layer's output in ``features[name]``; leaving the block
+    removes the hooks and drops the features, so nothing is recorded (or kept alive) outside it,
+    e.g. during validation. Features keep their autograd graph, so a loss on a student feature
+    trains the student; a teacher run under ``torch.no_grad`` yields detached features.
 
     Args:
         network: the module to tap.
@@ -27,6 +28,13 @@ class FeatureTaps:
 
     Raises:
         ValueError: a layer name is not a submodule of ``network``; the message lists valid names.
+
+    Example::
+
+        >>> taps = FeatureTaps(net, ["down_layers.3"])
+        >>> with taps:
+        ...     logits = net(x)
+        ...     bottleneck = taps.features["down_layers.3"]
     """
 
     def __init__(self, network: nn.Module, layers: Sequence[str]) -> None:
@@ -37,8 +45,9 @@ class FeatureTaps:
                 f"cannot tap {missing} on {type(network).__name__}: no such module. "
                 f"Valid layer names: {named_layers(network)}"
             )
+        self._modules = {name: modules[name] for name in layers}
         self.features: dict[str, torch.Tensor] = {}
-        self._handles = [modules[name].register_forward_hook(self._recorder(name)) for name in layers]
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _recorder(self, name: str):
         def record(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
@@ -48,13 +57,14 @@ class FeatureTaps:
 
         return record
 
-    def clear(self) -> None:
-        """Drop the stored features (frees their graphs)."""
-        self.features.clear()
+    def __enter__(self) -> FeatureTaps:
+        if self._handles:
+            raise RuntimeError("these taps are already open.")
+        self._handles = [module.register_forward_hook(self._recorder(name)) for name, module in self._modules.items()]
+        return self
 
-    def remove(self) -> None:
-        """Detach every hook from the network."""
+    def __exit__(self, *exc_info: object) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self.clear()
+        self.features.clear()

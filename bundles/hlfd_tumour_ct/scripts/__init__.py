@@ -1,0 +1,1 @@
+"""Code of the HLFD bundle alone, referenced from its configs as ``scripts.<module>.<name>``."""

@@ -1,0 +1,211 @@
+"""The contract every bundle of the collection keeps, the template included: train with named loss
+terms, resume from a real checkpoint, a baseline without distillation, evaluation with a number per
+test case, inference on the input's grid, the Model Zoo's checks, a clear message without
+``common``, and the exported bundle working outside the repository, in MONAI Label's tasks, with
+``torchrun`` and with a real ``python -m monai.bundle run``.
+
+Runs happen in this process (``monai.bundle.run``) except where a process of its own is the point:
+one ``torchrun`` and one ``python -m monai.bundle run`` per bundle."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import download as monai_download
+
+from tests.bundles.profiles import PROFILES
+from tests.helpers import bundle_scripts, logged_terms, outside_env, run, run_bundle, run_distributed
+from tools.bundle import monailabel_compat
+from tools.bundle.export import export, verify
+from tools.bundle.verify import run_checks
+
+# each bundle's tests run in one pytest-xdist worker, which trains that bundle once
+NAMES = [pytest.param(name, marks=pytest.mark.xdist_group(name)) for name in sorted(PROFILES)]
+
+
+def parsed(bundle: Path, config: str, item: str) -> object:
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / config))
+    parser["bundle_root"] = str(bundle)
+    with bundle_scripts(bundle):
+        return parser.get_parsed_content(item)
+
+
+def channels(bundle: Path) -> dict[str, str]:
+    """The output channels the metadata declares (``channel_def`` of ``pred``)."""
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    return meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+
+
+def per_case(path: Path) -> list[float]:
+    """The per-case values (last column, one row per case) of a ``MetricsSaver`` ``*_raw.csv``."""
+    with open(path) as f:
+        return [float(row[-1]) for row in list(csv.reader(f))[1:]]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_distilled_student_logs_every_term_and_exports_a_plain_network(trained, name):
+    bundle = trained(name)
+    terms = logged_terms(bundle.student_log)
+    assert set(terms) == bundle.profile.kd_terms
+    assert "Iter: 1/" in bundle.student_log and "val_mean_dice" in bundle.student_log
+    state = torch.load(bundle.root / "models" / "model.pt", weights_only=True)
+    parsed(bundle.root, "inference.json", "network_def").load_state_dict(state, strict=True)  # no adapter leaks
+    run_dir = bundle.root / "runs" / bundle.profile.run_name
+    checkpoint = torch.load(run_dir / "checkpoint_epoch=1.pt", weights_only=True)
+    assert {"model", "optimizer", "trainer"} <= set(checkpoint)
+    adapters = {key.split(".")[1] for key in checkpoint.get("loss", {}) if key.startswith("adapters.")}
+    assert adapters == bundle.profile.adapters  # trained with the student, kept in the training checkpoint
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(trained, name):
+    bundle = trained(name)
+    run_dir = bundle.root / "runs" / bundle.profile.run_name
+    log = run_bundle(bundle.root, ["train.json"], **bundle.profile.overrides(bundle.data, epochs=2))
+    assert f"resuming from {run_dir / 'checkpoint_epoch=1.pt'}" in log
+    assert "Epoch: 2/2" in log and "Epoch: 1/2" not in log
+    assert (run_dir / "checkpoint_epoch=2.pt").is_file()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_baseline_trains_the_same_student_without_distillation(trained, name):
+    bundle = trained(name)
+    log = run_bundle(bundle.root, ["train.json", bundle.profile.baseline], **bundle.profile.overrides(bundle.data))
+    assert set(logged_terms(log)) == bundle.profile.baseline_terms
+    state = torch.load(bundle.root / "models" / bundle.profile.baseline_model / "model.pt", weights_only=True)
+    parsed(bundle.root, "inference.json", "network_def").load_state_dict(state, strict=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_evaluation_reports_a_number_for_every_test_case(trained, name):
+    bundle = trained(name)
+    run_bundle(bundle.root, ["train.json", "evaluate.json"], **bundle.profile.overrides(bundle.data))
+    for metric in bundle.profile.metrics:
+        values = per_case(bundle.root / "runs" / "evaluate_models" / f"{metric}_raw.csv")
+        assert len(values) == bundle.profile.test_cases, metric
+        assert all(math.isfinite(v) and v >= 0 for v in values), (metric, values)
+
+
+def inference_overrides(profile, data: Path, out: Path) -> dict:
+    overrides = dict(profile.inference)
+    overrides["dataset_dir"] = str(data / overrides.get("dataset_dir", "."))
+    return overrides | {"output_dir": str(out)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inference_writes_label_maps_on_the_input_grid(trained, name, tmp_path):
+    bundle = trained(name)
+    overrides = inference_overrides(bundle.profile, bundle.data, tmp_path)
+    run_bundle(bundle.root, ["inference.json"], **overrides)
+    written = sorted(tmp_path.glob("*_seg.nii.gz"))
+    assert len(written) == bundle.profile.inference_outputs
+    sources = {p.name: p for p in Path(overrides["dataset_dir"]).rglob("*.nii.gz")}
+    for prediction in written:
+        source = nib.load(sources[prediction.name.replace("_seg.nii.gz", ".nii.gz")])
+        label = nib.load(prediction)
+        assert label.shape == source.shape[:3]
+        np.testing.assert_allclose(label.affine, source.affine, atol=1e-4)
+        assert set(np.unique(np.asarray(label.dataobj)).tolist()) <= set(range(len(channels(bundle.root))))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_zoo_checks_pass(trained, name):
+    bundle = trained(name)
+    results = run_checks(str(bundle.root), dataset_dir=str(bundle.data))
+    assert len(results) == 7 and [f"{check}: {error}" for check, error in results if error is not None] == []
+
+
+@contextlib.contextmanager
+def common_hidden() -> Iterator[None]:
+    """``import common`` fails while the block runs, as for a bundle copied out without it."""
+
+    class Block:
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname == "common" or fullname.startswith("common."):
+                raise ModuleNotFoundError(f"No module named {fullname!r}")
+
+    hidden = {n: sys.modules.pop(n) for n in list(sys.modules) if n == "common" or n.startswith("common.")}
+    sys.meta_path.insert(0, Block())
+    try:
+        yield
+    finally:
+        sys.meta_path.pop(0)
+        sys.modules.update(hidden)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_bundle_without_common_names_the_package_and_how_to_get_it(name, tmp_path):
+    bundle = Path(__file__).resolve().parents[2] / "bundles" / name
+    workflow = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "train.json"), logging_file=False, bundle_root=str(tmp_path)
+    )
+    with bundle_scripts(tmp_path), common_hidden(), pytest.raises(Exception) as failure:
+        workflow.initialize()
+    assert "needs the shared package `common`" in str(failure.value) and "pip install -e" in str(failure.value)
+
+
+def installed(bundle: Path, dest: Path) -> Path:
+    """The bundle exported as a hospital receives it, verified, and installed as MONAI users do
+    (``monai.bundle download`` from the zip's URL)."""
+    archive = export(bundle, dest / "dist")
+    assert verify(archive) == []
+    monai_download(name=bundle.name, url=archive.as_uri(), bundle_dir=str(dest / "installed"))
+    return dest / "installed" / bundle.name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_exported_bundle_works_outside_the_repository_and_in_monai_label(trained, name, tmp_path, caplog):
+    bundle = trained(name)
+    site = installed(bundle.root, tmp_path)
+    where = run([sys.executable, "-c", "import common; print(common.__file__)"], cwd=site, env=outside_env())
+    assert where.stdout.strip() == str(site / "common" / "__init__.py")  # the vendored copy
+
+    # MONAI Label's inference equals the bundle's own inference.json on the same image
+    image, studies = bundle.profile.monailabel_cases(bundle.data)
+    label, affine = monailabel_compat.infer(site, image)
+    run_bundle(
+        site, ["inference.json"], dataset_dir=str(image.parent), image_pattern=image.name, output_dir=str(tmp_path)
+    )
+    own = nib.load(tmp_path / image.name.replace(".nii.gz", "_seg.nii.gz"))
+    np.testing.assert_array_equal(label, np.asarray(own.dataobj).squeeze())
+    np.testing.assert_allclose(affine, nib.load(image).affine, atol=1e-4)
+    assert set(monailabel_compat.label_names(site).values()) <= set(range(1, 256))
+
+    # MONAI Label's training: in one process, then its multi-GPU path under torchrun (2 CPU processes)
+    overrides = monailabel_compat.train_overrides(
+        site, [{"image": str(i), "label": str(s)} for i, s in studies], "cpu", 1, 0.5
+    )
+    with caplog.at_level("INFO"):
+        monailabel_compat.train(site, overrides, nproc=1, logging_file=False)
+    assert f"Restored all variables from {site / 'models' / 'model.pt'}" in caplog.text
+    log = run_distributed(monailabel_compat.multi_gpu_command(site, overrides, nproc=2), cwd=tmp_path)
+    assert f"Restored all variables from {site / 'models' / 'model.pt'}" in log
+    checkpoint = torch.load(site / "runs" / bundle.profile.run_name / "checkpoint_epoch=1.pt", weights_only=True)
+    adapters = {key.split(".")[1] for key in checkpoint.get("loss", {}) if key.startswith("adapters.")}
+    assert adapters == bundle.profile.adapters  # saved unwrapped from DDP, as in one process
+
+    # a user's own command, from inside the installed bundle; MONAI Label's run has finished, so it starts anew
+    bundle.profile.prepare_installed(site, bundle.data)
+    overrides = bundle.profile.overrides(bundle.data)
+    args = [
+        f"--{key}={value!r}" if not isinstance(value, str) else f"--{key}={value}" for key, value in overrides.items()
+    ]
+    result = run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json", *args],
+        cwd=site,
+        env=outside_env(),
+    )
+    assert "ends a finished run of 1 epoch(s): starting a new run" in result.stdout + result.stderr

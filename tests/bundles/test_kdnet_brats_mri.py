@@ -1,0 +1,34 @@
+"""What only the KD-Net bundle has: a teacher reading more modalities than its student, and the
+student's modality chosen by configuration (``scripts/transforms.py``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.helpers import BUNDLES, bundle_module, run_fails
+
+NAME = "kdnet_brats_mri"
+pytestmark = pytest.mark.xdist_group(NAME)  # the worker that trains this bundle for the contract tests
+transforms = bundle_module(BUNDLES / NAME, "transforms")
+
+
+def test_the_teacher_reads_both_modalities_and_is_saved_apart_from_the_student(trained):
+    bundle = trained(NAME)
+    teacher = torch.load(bundle.root / "models" / "teacher" / "model.pt", weights_only=True)
+    student = torch.load(bundle.root / "models" / "model.pt", weights_only=True)
+    assert teacher["convInit.conv.weight"].shape[1] == 2 and student["convInit.conv.weight"].shape[1] == 1
+
+
+def test_a_student_modality_out_of_range_is_named(trained):
+    bundle = trained(NAME)
+    overrides = bundle.profile.overrides(bundle.data, student_modalities=[5], run_name="bad_modality")
+    error = run_fails(bundle.root, ["train.json", "train_baseline.json"], **overrides)
+    assert "channel index [5] out of range: 'image' has 2 channel(s) (FLAIR, T1)" in error
+
+
+def test_select_channels_keeps_order_and_reports_out_of_range():
+    data = {"image": torch.arange(3.0).view(3, 1, 1, 1)}
+    assert transforms.SelectChannelsd("image", [2, 0])(data)["image"].flatten().tolist() == [2.0, 0.0]
+    with pytest.raises(ValueError, match=r"channel index \[3\] out of range: 'image' has 2 channel\(s\) \(FLAIR, T1\)"):
+        transforms.SelectChannelsd("image", [3], names=["FLAIR", "T1"])({"image": torch.zeros(2, 1, 1, 1)})

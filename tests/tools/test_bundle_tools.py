@@ -1,0 +1,142 @@
+"""``tools.bundle``: the Model Zoo checks, the shared-block drift check and export for another site."""
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BUNDLES, REPO
+from tools.bundle import blocks
+from tools.bundle.export import collection_bundles, common_version, export, sha256, verify
+from tools.bundle.export import main as export_main
+from tools.bundle.verify import run_checks
+
+
+def test_verifier_reports_a_version_without_changelog(tmp_path):
+    bundle = tmp_path / "b"
+    (bundle / "configs").mkdir(parents=True)
+    meta = json.loads((REPO / "bundles" / "kdnet_brats_mri" / "configs" / "metadata.json").read_text())
+    meta["version"] = "9.9.9"
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    results = dict(run_checks(str(bundle)))
+    missing = "missing ['LICENSE', 'configs/inference.json', 'models/model.pt', 'docs/README.md']"
+    assert missing in results["required files"]
+    assert "version '9.9.9' has no changelog entry" in results["version in changelog"]
+
+
+def fake_bundle(root: Path, config_extra: dict | None = None) -> Path:
+    bundle = root / "tiny_bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "docs").mkdir()
+    (bundle / "models" / "teacher").mkdir(parents=True)
+    (bundle / "runs").mkdir()
+    (bundle / "LICENSE").write_text("licence\n")
+    (bundle / "scripts").mkdir()
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({"version": "1.2.3"}))
+    (bundle / "configs" / "train.json").write_text(json.dumps({"bundle_root": "bundles/x", **(config_extra or {})}))
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"bundle_root": "."}))
+    (bundle / "scripts" / "__init__.py").write_text('"""this bundle\'s own code"""\n')
+    (bundle / "docs" / "README.md").write_text("# tiny\n")
+    (bundle / "models" / "model.pt").write_bytes(b"student")
+    (bundle / "models" / "teacher" / "model.pt").write_bytes(b"teacher")
+    (bundle / "runs" / "checkpoint.pt").write_bytes(b"not shipped")
+    return bundle
+
+
+def test_export_is_deterministic_self_contained_and_verify_refuses_altered_zips(tmp_path, capsys):
+    bundle = fake_bundle(tmp_path)
+    first, second = export(bundle, tmp_path / "a"), export(bundle, tmp_path / "b")
+    assert first.name == "tiny_bundle_v1.2.3.zip" and first.read_bytes() == second.read_bytes()
+    assert verify(first) == []
+    with zipfile.ZipFile(first) as archive:
+        names = set(archive.namelist())
+        assert json.loads(archive.read("tiny_bundle/configs/train.json"))["bundle_root"] == "."
+        metadata = json.loads(archive.read("tiny_bundle/configs/metadata.json"))
+        manifest = archive.read("tiny_bundle/MANIFEST.sha256").decode()
+    vendored = {
+        "tiny_bundle/common/__init__.py",
+        "tiny_bundle/common/losses/composite.py",
+        "tiny_bundle/scripts/__init__.py",
+    }
+    assert {"tiny_bundle/models/teacher/model.pt"} | vendored <= names
+    assert not any("runs/" in n for n in names) and "models/model.pt" in manifest
+    version = common_version()
+    assert metadata["vendored_packages"] == {"common": version}
+    assert manifest.splitlines()[0] == f"# tiny_bundle 1.2.3, vendored common {version}"
+    with zipfile.ZipFile(export(bundle, tmp_path / "c", with_teacher=False)) as archive:
+        assert "tiny_bundle/models/model.pt" in archive.namelist()
+        assert not any("models/teacher" in n for n in archive.namelist())
+    # a config altered inside the zip (and the zip's checksum recomputed) is still caught by the manifest
+    altered = tmp_path / "altered.zip"
+    with zipfile.ZipFile(first) as src, zipfile.ZipFile(altered, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, data + b" " if item.filename.endswith("inference.json") else data)
+    Path(f"{altered}.sha256").write_text(f"{sha256(altered.read_bytes())}  altered.zip\n")
+    assert verify(altered) == ["altered: configs/inference.json"]
+    damaged = bytearray(first.read_bytes())
+    damaged[len(damaged) // 3] ^= 0xFF  # one byte damaged in transit
+    first.write_bytes(bytes(damaged))
+    assert "differs from tiny_bundle_v1.2.3.zip.sha256" in verify(first)[0]
+    Path(f"{second}.sha256").unlink()
+    assert verify(second) == ["no checksum file tiny_bundle_v1.2.3.zip.sha256 next to the zip"]
+    with pytest.raises(SystemExit) as exit_code:
+        export_main(["verify", str(altered)])
+    assert exit_code.value.code == 1
+    out = capsys.readouterr().out
+    assert "REFUSED" in out and "altered: configs/inference.json" in out
+
+
+def test_export_refuses_configs_with_this_machines_paths(tmp_path):
+    bundle = fake_bundle(tmp_path, {"dataset_dir": str(tmp_path / "data"), "other": "/workspace/data/x"})
+    with pytest.raises(ValueError, match="holds absolute paths of this machine"):
+        export(bundle, tmp_path / "out")
+
+
+def test_common_is_vendored_with_its_single_sourced_version():
+    import common
+
+    assert common_version() == common.__version__
+    assert [b.name for b in collection_bundles()] == sorted(
+        b.name for b in BUNDLES.iterdir() if not b.name.startswith("_")
+    )
+
+
+def test_every_bundle_carries_the_shared_blocks_unchanged():
+    bundles = blocks.bundles_in(REPO)
+    assert "_template_kd" in {b.name for b in bundles} and len(bundles) == 5
+    assert {b.name: blocks.drift(b) for b in bundles} == {b.name: [] for b in bundles}
+
+
+def test_the_drift_check_names_each_hand_edited_copy_and_the_sync_restores_them(tmp_path, capsys):
+    bundle = tmp_path / "bundles" / "kdnet_brats_mri"
+    shutil.copytree(BUNDLES / "kdnet_brats_mri", bundle, ignore=shutil.ignore_patterns("models", "docs"))
+    configs = bundle / "configs"
+    overlay = configs / "multi_gpu_train.json"
+    overlay.write_text(overlay.read_text().replace("dist.barrier()", "True"))
+    train = json.loads((configs / "train.json").read_text())
+    train["common_package"] = "$'common'"
+    train["initialize"] = train["initialize"][1:]  # the bundle folder no longer put on sys.path first
+    del train["train"]["log_handlers"]
+    (configs / "train.json").write_text(json.dumps(train))
+    inference = json.loads((configs / "inference.json").read_text())
+    inference["image_path_guard"]["hide"].pop()
+    (configs / "inference.json").write_text(json.dumps(inference))
+    problems = blocks.drift(bundle)
+    assert f"{overlay} differs from {blocks.BLOCKS / 'multi_gpu_train.json'}" in problems
+    assert any("train.json: id 'common_package' differs" in p for p in problems)
+    assert any("train.json: id 'initialize' differs" in p for p in problems)
+    assert any("inference.json: id 'image_path_guard' differs" in p for p in problems)
+    assert any("no id 'train#log_handlers', which" in p and "multi_gpu_train.json refers to" in p for p in problems)
+    assert len(problems) == 5
+    with pytest.raises(SystemExit, match="5 problem"):
+        blocks.main(["--check", str(bundle)])
+    blocks.sync(bundle)
+    assert [p for p in blocks.drift(bundle) if "log_handlers" not in p] == []  # a missing id is the bundle's to add
+    assert json.loads((configs / "train.json").read_text())["initialize"][:3] == [
+        "@bundle_on_path",
+        "@common_package",
+        "$monai.utils.set_determinism(seed=@seed)",
+    ]

@@ -1,0 +1,131 @@
+"""``tools.data``: phantoms and datalists, run in this process as ``main(argv)``."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monai.transforms import LoadImage, Orientation
+
+from tools.data import split_datalist, synthetic_brats, synthetic_cardiac, synthetic_ct, tumour_ct_datalist
+from tools.data.brats_datalist import brats_cases
+from tools.data.shapes import ellipsoid
+
+
+def touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("layout", ["HGG/Brats18_TCIA01_1/Brats18_TCIA01_1", "BraTS2021_00000/BraTS2021_00000"])
+def test_brats_layouts_become_datalist_entries(tmp_path, layout):
+    for m in ("flair", "t1", "t1ce", "t2", "seg"):
+        touch(tmp_path / f"{layout}_{m}.nii.gz")
+    entries = brats_cases(tmp_path, ["flair", "t1"])
+    assert entries == [{"image": [f"{layout}_flair.nii.gz", f"{layout}_t1.nii.gz"], "label": f"{layout}_seg.nii.gz"}]
+
+
+def test_brats_missing_modality_names_the_file(tmp_path):
+    touch(tmp_path / "BraTS2021_00001" / "BraTS2021_00001_seg.nii.gz")
+    touch(tmp_path / "BraTS2021_00001" / "BraTS2021_00001_flair.nii.gz")
+    with pytest.raises(FileNotFoundError, match="BraTS2021_00001_t1.nii.gz"):
+        brats_cases(tmp_path, ["flair", "t1"])
+    with pytest.raises(FileNotFoundError, match="no '\\*_seg.nii.gz'"):
+        brats_cases(tmp_path / "BraTS2021_00001" / "nothing", ["flair"])
+
+
+def test_split_is_seeded_disjoint_complete_and_leaves_cases_for_training():
+    cases = [{"image": f"c{i}"} for i in range(20)]
+    split = split_datalist.split_datalist(cases, 2, 4, seed=0, extra={"transferal": 6, "finetune": 2})
+    assert split == split_datalist.split_datalist(cases, 2, 4, seed=0, extra={"transferal": 6, "finetune": 2})
+    assert {k: len(v) for k, v in split.items()} == {
+        "training": 6,
+        "test": 4,
+        "validation": 2,
+        "transferal": 6,
+        "finetune": 2,
+    }
+    assert sorted(c["image"] for items in split.values() for c in items) == sorted(c["image"] for c in cases)
+    assert split["test"] == split_datalist.split_datalist(cases, 2, 4, seed=0)["test"]  # extra lists leave test alone
+    assert split_datalist.split_datalist(cases, 2, 4, seed=1)["test"] != split["test"]
+    with pytest.raises(ValueError, match="out of 20 and leave some for training"):
+        split_datalist.split_datalist(cases, 10, 10, seed=0)
+
+
+def test_split_by_patient_keeps_frames_together_and_takes_a_given_test_list(tmp_path, capsys):
+    cases = [{"image": f"./imagesTr/p{i:03d}_frame{f}.nii.gz"} for i in range(8) for f in (1, 2)]
+    given_test = [{"image": "./imagesTr/p100_frame1.nii.gz"}]
+    source = tmp_path / "dataset.json"
+    source.write_text(json.dumps({"training": cases, "validation": given_test}))
+    out = tmp_path / "split.json"
+    args = ["--datalist", str(source), "--out", str(out), "--val", "2", "--test", "0"]
+    split_datalist.main([*args, "--test_from", "validation", "--group", r"p\d+"])
+    split = json.loads(out.read_text())
+    patients = {key: {c["image"].split("/")[-1][:4] for c in split[key]} for key in ("training", "validation")}
+    assert len(patients["validation"]) == 2 and len(split["validation"]) == 4
+    assert not patients["training"] & patients["validation"] and len(split["training"]) == 12
+    assert split["test"] == given_test
+    with pytest.raises(SystemExit):
+        split_datalist.main([*args, "--group", "nomatch"])
+    assert "does not match image path ./imagesTr/p000_frame1.nii.gz" in capsys.readouterr().err
+
+
+def test_synthetic_brain_phantoms_are_seeded_and_the_lesion_is_faint_in_t1(tmp_path):
+    for name in ("a", "b"):
+        synthetic_brats.main(
+            ["--out", str(tmp_path / name), "--cases", "3", "--size", "24", "--val", "1", "--test", "1", "--seed", "3"]
+        )
+    datalist = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    assert [len(datalist[k]) for k in ("training", "validation", "test")] == [1, 1, 1]
+    case = datalist["training"][0]
+    flair, t1 = (np.asarray(nib.load(tmp_path / "a" / f).dataobj) for f in case["image"])
+    np.testing.assert_array_equal(flair, np.asarray(nib.load(tmp_path / "b" / case["image"][0]).dataobj))
+    label = np.asarray(nib.load(tmp_path / "a" / case["label"]).dataobj) > 0
+    head = (flair > 30) & ~label
+    contrast = [abs(img[label].mean() - img[head].mean()) / img[head].std() for img in (flair, t1)]
+    assert contrast[0] > 2 * contrast[1] > 0
+
+
+def test_synthetic_cardiac_phantoms_hold_the_four_acdc_classes_per_frame(tmp_path):
+    synthetic_cardiac.main(
+        ["--out", str(tmp_path), "--patients", "2", "--validation", "1", "--size", "48", "--slices", "3"]
+    )
+    datalist = json.loads((tmp_path / "dataset.json").read_text())
+    assert len(datalist["training"]) == len(datalist["validation"]) == 2  # two frames per patient
+    label = np.asarray(nib.load(tmp_path / datalist["training"][0]["label"]).dataobj)
+    assert label.shape == (48, 48, 3) and set(np.unique(label).tolist()) == {0, 1, 2, 3}
+
+
+def test_ellipsoid_masks_hand_counted_voxels():
+    grid = np.stack(np.meshgrid(np.arange(5), np.arange(5), indexing="ij")).astype(float)
+    disc = ellipsoid(grid, np.array([2.0, 2.0]), np.array([1.0, 1.0]))
+    assert disc.sum() == 5 and disc[2, 2] and disc[1, 2] and not disc[1, 1]  # the centre and its 4 neighbours
+    wide = ellipsoid(grid, np.array([2.0, 2.0]), np.array([1.0, 2.0]))  # radius 2 along the second axis
+    assert wide.sum() == 7 and wide[2, 0] and wide[2, 4] and not wide[0, 2]
+
+
+def test_tumour_ct_datalists_from_kits19_and_lits_layouts(tmp_path, capsys):
+    kits, lits = tmp_path / "kits", tmp_path / "lits"
+    make = ["--cases", "4", "--size", "32", "--slices", "6"]
+    synthetic_ct.main([*make, "--out", str(kits), "--layout", "kits19", "--no_tumour_every", "2"])
+    synthetic_ct.main([*make, "--out", str(lits), "--layout", "lits"])
+    (kits / "case_00300").mkdir()  # a KiTS19 test case: image only, skipped
+    (kits / "case_00300" / "imaging.nii.gz").write_bytes(b"")
+    cases = tumour_ct_datalist.find_cases(kits, "kits19")
+    assert [e["image"] for e in cases] == [f"case_{i:05d}/imaging.nii.gz" for i in range(4)]
+    assert tumour_ct_datalist.find_cases(lits, "lits")[1] == {"image": "volume-1.nii", "label": "segmentation-1.nii"}
+    out = tmp_path / "kits.json"
+    tool = ["--layout", "kits19", "--root", str(kits), "--out", str(out), "--val", "1", "--test", "1"]
+    tumour_ct_datalist.main(tool)
+    assert (
+        "hold no label [2]: case_00001/segmentation.nii.gz, case_00003/segmentation.nii.gz" in capsys.readouterr().out
+    )
+    datalist = json.loads(out.read_text())
+    assert [len(datalist[k]) for k in ("training", "validation", "test")] == [2, 1, 1]
+    with pytest.raises(SystemExit, match="none of the 4 label maps.*--target_labels"):
+        tumour_ct_datalist.main([*tool, "--target_labels", "5"])
+    # KiTS19 stores (z, y, x); reoriented to RAS the slices are on the last axis, as the bundle expects
+    image = kits / "case_00000" / "imaging.nii.gz"
+    assert nib.load(image).shape == (6, 32, 32)
+    ras = Orientation("RAS")(LoadImage(image_only=True, ensure_channel_first=True)(image))
+    assert ras.shape == (1, 32, 32, 6) and float(np.asarray(ras).min()) < -500

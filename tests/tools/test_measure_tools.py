@@ -1,0 +1,80 @@
+"""``tools.measure``: result tables, pseudo-label quality, model cost and the DDP comparison's log reader."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tools.measure import pseudo_label_quality, results_table
+from tools.measure.compare_ddp import best_metric
+from tools.measure.model_cost import model_spec
+from tools.measure.overlap import dice, mean_dice
+
+
+def test_model_spec_separates_configs_from_overrides():
+    assert model_spec("train.json,train_teacher.json,teacher_name=segresnet,roi_size=[32,32,32]") == (
+        ["train.json", "train_teacher.json"],
+        {"teacher_name": "segresnet", "roi_size": [32, 32, 32]},
+    )
+
+
+def test_results_table_reports_each_metric_over_runs(tmp_path, capsys):
+    for run_dir, dice_value, hd in (("a", 0.8, 4.0), ("b", 0.6, 6.0)):
+        (tmp_path / run_dir).mkdir()
+        for metric, value in (("test_mean_dice", dice_value), ("test_hd95_mm", hd)):
+            (tmp_path / run_dir / f"{metric}_summary.csv").write_text(f"class,mean\nclass0,{value}\nmean,{value}\n")
+    args = ["--metric", "test_mean_dice", "test_hd95_mm", "--row", "student", str(tmp_path / "a"), str(tmp_path / "b")]
+    results_table.main(args)
+    out = capsys.readouterr().out
+    assert "| student | 2 | 0.700 ± 0.141 | 0.800, 0.600 | 5.000 ± 1.414 | 4.000, 6.000 |" in out
+    (tmp_path / "c").mkdir()  # a multi-class summary: one row per class
+    (tmp_path / "c" / "test_mean_dice_summary.csv").write_text("class,mean\nclass0,0.5\nclass1,0.9\nmean,0.7\n")
+    classes = ["--metric", "test_mean_dice:class1", "test_mean_dice", "--row", "multi", str(tmp_path / "c")]
+    results_table.main(classes)
+    assert "| multi | 1 | 0.900 | 0.900 | 0.700 | 0.700 |" in capsys.readouterr().out
+    for run_dir, first, second in (("a", 0.9, 0.5), ("b", 0.7, 0.3)):
+        raw = f"filename,class0,mean\n/d/x1.nii.gz,{first},{first}\n/d/x2.nii.gz,{second},{second}\n"
+        (tmp_path / run_dir / "test_mean_dice_raw.csv").write_text(raw)
+    rows = ["--row", "A", str(tmp_path / "a"), "--row", "B", str(tmp_path / "b")]
+    results_table.main(["--metric", "test_mean_dice", "--per_case", *rows])
+    out = capsys.readouterr().out
+    assert "| x1 | 0.900 | 0.700 |" in out and "| x2 | 0.500 | 0.300 |" in out
+
+
+def test_pseudo_label_quality_scores_confident_voxels_against_ground_truth(tmp_path, capsys):
+    import nibabel as nib
+
+    truth, pseudo = np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 4), np.uint8)
+    truth[:2] = 1  # 32 voxels
+    pseudo[:1] = 1  # 16 voxels inside the truth: Dice 2*16/48
+    pseudo[3, 3, 3] = 255  # ignored, and not counted against either side
+    for name, array in (("img", truth.astype(np.float32)), ("lab", truth), ("pseudo", pseudo)):
+        nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / f"{name}.nii.gz")
+    (tmp_path / "split.json").write_text(json.dumps({"transferal": [{"image": "img.nii.gz", "label": "lab.nii.gz"}]}))
+    folder = tmp_path / "pl"
+    folder.mkdir()
+    entry = {"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "pseudo.nii.gz")}
+    (folder / "datalist.json").write_text(json.dumps({"training": [entry]}))
+    args = ["--dataset_dir", str(tmp_path), "--datalist", str(tmp_path / "split.json"), "--pseudo", "t", str(folder)]
+    pseudo_label_quality.main(args)
+    assert "| t | 1 | 0.667 | 1.6% |" in capsys.readouterr().out
+
+
+def test_compare_ddp_reads_the_last_best_metric_and_names_a_log_without_one():
+    log = (
+        "INFO - Key metric: val_mean_dice best value: 0.25 at epoch: 1\n"
+        "INFO - Epoch[2] Metrics -- val_mean_dice: 0.3100\n"
+        "INFO - Key metric: val_mean_dice best value: 0.31 at epoch: 2\n"
+    )
+    assert best_metric(log) == ("val_mean_dice", 0.31, 2)
+    with pytest.raises(RuntimeError, match="no 'Key metric"):
+        best_metric("Epoch: 1/1, Iter: 1/3 -- loss: 1.0")
+
+
+def test_dice_and_mean_dice_match_hand_counts():
+    a = np.array([1, 1, 1, 0, 0], bool)
+    b = np.array([0, 1, 1, 1, 0], bool)
+    assert dice(a, b) == pytest.approx(2 * 2 / 6)
+    assert dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0  # nothing to find, nothing found
+    pred, label = np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])
+    assert mean_dice(pred, label, 3) == pytest.approx((2 / 3 + 2 / 3) / 2)

@@ -1,0 +1,156 @@
+"""``tools.reproduce``: every shell script parses, and each reproduction script and demo runs end to
+end on phantoms for one epoch (the slow tier: minutes each, run by CI after the README's command)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.helpers import REPO, copy_bundle, run
+from tools.data import synthetic_brats, synthetic_cardiac, synthetic_ct
+
+SCRIPTS = sorted((REPO / "tools").rglob("*.sh")) + [REPO / ".ci" / "run"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shell_script_parses(script):
+    run(["bash", "-n", str(script)])
+
+
+def reproduce(script: str, bundle: str, tmp_path: Path, *args: str, extra: str = "", **env: str) -> str:
+    """``bash tools/reproduce/<script> ARGS`` on a scratch copy of ``bundle``; returns the output."""
+    copy_bundle(bundle, tmp_path / "bundles")
+    environment = os.environ | {"PYTHON": sys.executable, "BUNDLES": str(tmp_path / "bundles"), "EXTRA_ARGS": extra}
+    result = run(["bash", f"tools/reproduce/{script}", *args], env=environment | env, timeout=1800)
+    return result.stdout + result.stderr
+
+
+def walls(output: str) -> list[str]:
+    """The stages a script ran, from its ``NAME wall N s`` lines."""
+    return [line.split(" wall ")[0] for line in output.splitlines() if " wall " in line]
+
+
+@pytest.mark.slow
+def test_kdnet_reproduction_runs_every_stage(tmp_path):
+    data = tmp_path / "brats"
+    synthetic_brats.main(["--out", str(data), "--cases", "10", "--size", "32", "--val", "0", "--test", "0"])
+    extra = "--roi_size [32,32,32] --num_workers 0"
+    output = reproduce("kdnet_brats.sh", "kdnet_brats_mri", tmp_path, str(data), "1", "0", extra=extra)
+    assert walls(output) == [
+        "teacher",
+        "evaluate_teacher",
+        "baseline_seed0",
+        "evaluate_baseline_seed0",
+        "kd_seed0",
+        "evaluate_kd_seed0",
+    ]
+
+
+def single_channel_cases(folder: Path, cases: int) -> Path:
+    """``cases`` single-channel phantoms listed under ``training`` of ``folder/dataset.json``."""
+    synthetic_brats.main(
+        ["--out", str(folder / "src"), "--cases", str(cases), "--size", "32", "--val", "0", "--test", "0"]
+    )
+    source = json.loads((folder / "src" / "dataset.json").read_text())
+    items = [{"image": f"src/{c['image'][0]}", "label": f"src/{c['label']}"} for c in source["training"]]
+    (folder / "dataset.json").write_text(json.dumps({"training": items}))
+    return folder
+
+
+@pytest.mark.slow
+def test_transfer_reproduction_runs_every_stage(tmp_path):
+    data = single_channel_cases(tmp_path / "la", 40)  # 18 transferal, 4 fine-tuning, 4 validation, 10 test, 4 teacher
+    extra = "--roi_size [32,32,32] --num_workers 0 --val_interval 1"
+    extra += " --teacher_nets#unet#roi_size [32,32,32] --teacher_nets#segresnet#roi_size [32,32,32]"
+    env = {"TEACHER_EPOCHS": "1", "FINETUNE_EPOCHS": "1"}
+    output = reproduce("transfer_la.sh", "agnostic_transfer_la_mri", tmp_path, str(data), "1", "0", extra=extra, **env)
+    stages = walls(output)
+    assert stages[:7] == [
+        "teacher_unet",
+        "evaluate_unet",
+        "teacher_segresnet",
+        "evaluate_segresnet",
+        "annotate_unet",
+        "annotate_segresnet",
+        "annotate_fused",
+    ]
+    assert stages[7:] == [
+        f"{s}{v}_seed0" for v in ("unet", "segresnet", "fused", "groundtruth", "finetuned") for s in ("", "evaluate_")
+    ]
+
+
+def acdc_like(folder: Path) -> Path:
+    """Phantom patients in the ACDC layout, enough for the 10-patient validation split of the scripts."""
+    synthetic_cardiac.main(
+        ["--out", str(folder), "--patients", "14", "--validation", "2", "--size", "64", "--slices", "4"]
+    )
+    return folder
+
+
+ACDC_EXTRA = "--roi_size [64,64] --inference_roi_size [64,64] --num_workers 0 --val_interval 1"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script, bundle, variants",
+    [
+        (
+            "mtms_acdc.sh",
+            "mtms_contrastive_cardiac_mri",
+            ("baseline", "infonce", "supervised", "encoder", "bottleneck", "decoder", "pmd_only"),
+        ),
+        ("hlfd_acdc.sh", "hlfd_tumour_ct", ("baseline", "logit_kd", "at", "hlfd", "flfd", "plfd")),
+    ],
+)
+def test_acdc_reproductions_run_every_stage(tmp_path, script, bundle, variants):
+    data = str(acdc_like(tmp_path / "acdc"))
+    output = reproduce(script, bundle, tmp_path, data, "1", "0", extra=ACDC_EXTRA, TEACHER_EPOCHS="1")
+    stages = [f"{stage}{variant}_seed0" for variant in variants for stage in ("", "evaluate_")]
+    assert walls(output) == ["teacher", "evaluate_teacher", *stages]
+
+
+@pytest.mark.slow
+def test_hlfd_ct_demo_runs_on_a_ct_phantom(tmp_path):
+    phantoms = tmp_path / "lits"
+    synthetic_ct.main(["--out", str(phantoms), "--layout", "lits", "--cases", "1", "--size", "64", "--slices", "8"])
+    ct = tmp_path / "ct"
+    ct.mkdir()
+    for source, name in (("volume-0.nii", "example_ct_sm.nii.gz"), ("segmentation-0.nii", "example_seg.nii.gz")):
+        image = nib.load(phantoms / source)
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj), image.affine), ct / name)
+    output = reproduce(
+        "hlfd_ct_demo.sh",
+        "hlfd_tumour_ct",
+        tmp_path,
+        str(ct),
+        str(tmp_path / "out"),
+        "1",
+        extra="--roi_size [64,64] --inference_roi_size [64,64]",
+    )
+    assert walls(output) == ["teacher", "hlfd_student", "evaluate", "inference"]
+    assert "kidney Dice of the student on the training CT:" in output
+
+
+@pytest.mark.slow
+def test_kdnet_demo_prints_its_table(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "tools.reproduce.demo_kdnet",
+        "--workdir",
+        str(tmp_path),
+        "--cases",
+        "12",
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+    ]
+    output = run(command, timeout=1800).stdout
+    assert "teacher (FLAIR+T1)" in output and "student T1, KD-Net" in output

@@ -1,0 +1,1 @@
+"""Data preparation: seeded synthetic phantoms and datalists (splits, challenge folder layouts)."""

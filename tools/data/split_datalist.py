@@ -1,0 +1,74 @@
+r"""Split a Decathlon datalist's cases into seeded training / validation / test (and more) lists.
+
+    python -m tools.data.split_datalist --datalist /data/brats_subset/dataset.json \
+        --out /data/brats_split.json --val 2 --test 4 --seed 0
+    python -m tools.data.split_datalist --datalist /data/la2018/dataset.json \
+        --out /data/la_split.json --val 4 --test 10 --list transferal=18 --list finetune=4 --seed 0
+    python -m tools.data.split_datalist --datalist /data/acdc/dataset.json --out /data/acdc_split.json \
+        --val 10 --test 0 --test_from validation --group 'patient\d+' --seed 0
+
+``--group REGEX`` keeps the cases whose paths share a match (e.g. one patient's ED and ES frames)
+in the same list, and the sizes then count groups; ``--test_from KEY`` takes the test list as it
+is from the source datalist's list ``KEY`` (a given test set). The split is
+``common.data.split_cases``, the one the bundles' ``data_fraction`` uses too.
+
+Paths stay relative to the source datalist's folder, so configs keep ``--dataset_dir`` pointing
+there. The chosen cases are printed, to be written in the bundle's docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from common.data import group_cases, split_cases
+
+
+def split_datalist(
+    cases: list, n_val: int, n_test: int, seed: int, extra: dict[str, int] | None = None
+) -> dict[str, list]:
+    """Disjoint ``test``, ``validation`` and ``extra`` lists (name: size, e.g. ``{"transferal": 18}``)
+    drawn with ``seed``, and ``training`` with the rest, which must not be empty."""
+    sizes = {"test": n_test, "validation": n_val, **(extra or {})}
+    if any(n < 0 for n in sizes.values()) or sum(sizes.values()) >= len(cases):
+        raise ValueError(f"cannot take {sizes} cases out of {len(cases)} and leave some for training.")
+    return split_cases(cases, sizes, seed)
+
+
+def case_name(item: dict) -> str:
+    image = item["image"][0] if isinstance(item["image"], list) else item["image"]
+    return os.path.basename(image).split()[-1].split("_flair")[0].split(".nii")[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datalist", required=True)
+    parser.add_argument("--key", default="training", help="list of the source datalist to split")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--val", type=int, required=True)
+    parser.add_argument("--test", type=int, required=True)
+    parser.add_argument("--list", action="append", default=[], metavar="NAME=N", help="a further disjoint list")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--group", help="regex: cases whose image paths share its match stay together")
+    parser.add_argument("--test_from", help="take the test list unchanged from this list of the source datalist")
+    args = parser.parse_args(argv)
+    extra = {name: int(n) for name, n in (item.split("=") for item in args.list)}
+    with open(args.datalist) as f:
+        source = json.load(f)
+    try:
+        groups = split_datalist(group_cases(source[args.key], args.group), args.val, args.test, args.seed, extra)
+    except ValueError as e:
+        parser.error(str(e))
+    split = {key: [case for group in chosen for case in group] for key, chosen in groups.items()}
+    if args.test_from:
+        split["test"] = source[args.test_from]
+    out = {k: v for k, v in source.items() if k != args.key} | split
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2)
+    for key, items in split.items():
+        print(f"{key} ({len(items)}): {', '.join(case_name(i) for i in items)}")
+
+
+if __name__ == "__main__":
+    main()

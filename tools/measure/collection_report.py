@@ -1,0 +1,529 @@
+"""The collection's report: every bundle's measured results in one table and one figure.
+
+    python -m tools.measure.collection_report          # writes docs/results.md, docs/results.png, README.md's block
+    python -m tools.measure.collection_report --check  # exit 1 if docs/results.md or the README block is out of date
+    python -m tools.measure.collection_report --root /some/checkout
+
+Reads ``bundles/*/docs/results.json`` (in sorted order; ``_``-prefixed folders such as the
+template bundle are left out), the machine-readable copy of the results tables of each bundle's
+``docs/README.md``, and writes
+
+- ``docs/results.md``: one markdown table (method | dataset | model | role | Dice (± sd, seeds) |
+  params | CPU s/vol), then one line per method with the KD − baseline difference in Dice;
+- ``docs/results.png``: test Dice against parameters (log scale) and against CPU seconds per
+  volume, one colour per method, one marker per role (teacher ▲, baseline ●, KD ★; the shipped
+  KD student large, other KD variants small and faded), error bars where the sd over seeds is
+  known, an arrow from the baseline student to the shipped KD student;
+- the block between ``<!-- collection-report:start -->`` and ``<!-- collection-report:end -->``
+  in the top ``README.md``: the KD − baseline line per method, a link to the table and the figure.
+  Without those markers the block is added after the bundle table of the "## What this is"
+  section (before "### Layout").
+
+Schema of ``results.json`` (every key below is required unless marked optional; no other key is
+accepted, so a misspelt key is an error; ``null`` means not measured: the table prints "–" and
+the figure leaves the point out)::
+
+    {
+      "method": "KD-Net (Hu et al., MICCAI 2020)",          # non-empty string
+      "dataset": "BraTS subset, 16 cases (T1 student)",     # non-empty string
+      "metric": "test Dice (whole tumour)",                 # non-empty string
+      "hardware": "2 CPU cores",                            # where the CPU times were measured
+      "rows": [                                             # non-empty list of objects
+        {"role": "teacher",          # teacher | baseline | kd | reference
+         "model": "SegResNet FLAIR+T1",                     # non-empty string
+         "dice": 0.885,              # number in [0, 1]: the mean over seeds
+         "dice_sd": null,            # null or number in [0, 1]: sample std over seeds
+         "seeds": 1,                 # integer >= 1
+         "params": 1176402,          # null or integer > 0
+         "cpu_s_per_volume": 1.18,   # null or number > 0
+         "shipped": true}            # optional, kd rows only: the student in models/model.pt
+      ]
+    }
+
+Each file needs at least one teacher row (a method may have several teachers), exactly one
+baseline row (the same student trained without distillation), at least one kd row, and at most
+one kd row flagged ``"shipped": true``; ``reference`` rows (upper bounds, other variants) are
+optional. The KD − baseline difference uses the shipped kd row, or the first kd row when none is
+flagged. Rows are listed teacher, baseline, kd, reference, each role in the file's order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROLES = ("teacher", "baseline", "kd", "reference")
+ROLE_NAMES = {"teacher": "teacher", "baseline": "baseline", "kd": "KD", "reference": "reference"}
+START = "<!-- collection-report:start -->"
+END = "<!-- collection-report:end -->"
+RESULTS_GLOB = "bundles/*/docs/results.json"
+RESULTS_MD = "docs/results.md"
+RESULTS_PNG = "docs/results.png"
+README = "README.md"
+MINUS = "\u2212"
+NOT_MEASURED = "\u2013"
+TOP_KEYS = ("method", "dataset", "metric", "hardware", "rows")
+ROW_KEYS = ("role", "model", "dice", "dice_sd", "seeds", "params", "cpu_s_per_volume")
+OPTIONAL_ROW_KEYS = ("shipped",)
+FIGURE_ALT = (
+    "Test Dice against parameters and CPU time per volume: teacher, baseline student and KD student of each method"
+)
+HEADING = "### Measured results across the collection"
+
+
+class ReportError(ValueError):
+    """A results file or the README cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Row:
+    role: str
+    model: str
+    dice: float
+    dice_sd: float | None
+    seeds: int
+    params: int | None
+    cpu_s_per_volume: float | None
+    shipped: bool = False
+
+
+@dataclass(frozen=True)
+class Results:
+    bundle: str
+    method: str
+    dataset: str
+    metric: str
+    hardware: str
+    rows: tuple[Row, ...]
+
+    def by_role(self, role: str) -> list[Row]:
+        return [r for r in self.rows if r.role == role]
+
+    @property
+    def baseline(self) -> Row:
+        return self.by_role("baseline")[0]
+
+    @property
+    def main_kd(self) -> Row:
+        """The shipped kd row, or the first kd row when none is flagged."""
+        kd = self.by_role("kd")
+        return next((r for r in kd if r.shipped), kd[0])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _row(data: object, where: str) -> Row:
+    """One validated row; ``where`` is ``<file>: rows[i]``."""
+    if not isinstance(data, dict):
+        raise ReportError(f"{where}: must be a JSON object")
+    for key in ROW_KEYS:
+        if key not in data:
+            raise ReportError(f"{where}.{key}: missing (use null for a value that was not measured)")
+    for key in data:
+        if key not in ROW_KEYS + OPTIONAL_ROW_KEYS:
+            raise ReportError(f"{where}.{key}: unknown field (expected {', '.join(ROW_KEYS + OPTIONAL_ROW_KEYS)})")
+    role, model, dice, sd = data["role"], data["model"], data["dice"], data["dice_sd"]
+    seeds, params, cpu, shipped = data["seeds"], data["params"], data["cpu_s_per_volume"], data.get("shipped", False)
+    if role not in ROLES:
+        raise ReportError(f"{where}.role: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+    if not isinstance(model, str) or not model.strip():
+        raise ReportError(f"{where}.model: must be a non-empty string")
+    if not _is_number(dice):
+        raise ReportError(f"{where}.dice: must be a number, got {dice!r}")
+    if not 0 <= dice <= 1:
+        raise ReportError(f"{where}.dice: {dice} is outside [0, 1]")
+    if sd is not None and not (_is_number(sd) and 0 <= sd <= 1):
+        raise ReportError(f"{where}.dice_sd: must be null or a number in [0, 1], got {sd!r}")
+    if not _is_int(seeds) or seeds < 1:
+        raise ReportError(f"{where}.seeds: must be an integer >= 1, got {seeds!r}")
+    if params is not None and not (_is_int(params) and params > 0):
+        raise ReportError(f"{where}.params: must be null or a positive integer, got {params!r}")
+    if cpu is not None and not (_is_number(cpu) and cpu > 0):
+        raise ReportError(f"{where}.cpu_s_per_volume: must be null or a positive number, got {cpu!r}")
+    if not isinstance(shipped, bool):
+        raise ReportError(f"{where}.shipped: must be true or false, got {shipped!r}")
+    if shipped and role != "kd":
+        raise ReportError(f"{where}.shipped: only a kd row can be the shipped student (this row is {role!r})")
+    return Row(
+        role,
+        model,
+        float(dice),
+        None if sd is None else float(sd),
+        seeds,
+        params,
+        None if cpu is None else float(cpu),
+        shipped,
+    )
+
+
+def load_results(path: Path, name: str | None = None) -> Results:
+    """Read and validate one ``results.json``; ``name`` (default: the path) is how errors call it."""
+    name = name or str(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{name}: not valid JSON: {e}") from None
+    except OSError as e:
+        raise ReportError(f"{name}: cannot be read: {e}") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{name}: the top level must be a JSON object")
+    for key in TOP_KEYS:
+        if key not in data:
+            raise ReportError(f"{name}: {key}: missing")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise ReportError(f"{name}: {key}: unknown field (expected {', '.join(TOP_KEYS)})")
+    for key in TOP_KEYS[:-1]:
+        if not isinstance(data[key], str) or not data[key].strip():
+            raise ReportError(f"{name}: {key}: must be a non-empty string")
+    if not isinstance(data["rows"], list) or not data["rows"]:
+        raise ReportError(f"{name}: rows: must be a non-empty list")
+    rows = [_row(r, f"{name}: rows[{i}]") for i, r in enumerate(data["rows"])]
+    counts = {role: sum(r.role == role for r in rows) for role in ROLES}
+    if counts["teacher"] < 1:
+        raise ReportError(f"{name}: rows: no teacher row")
+    if counts["baseline"] != 1:
+        raise ReportError(f"{name}: rows: expected exactly one baseline row, found {counts['baseline']}")
+    if counts["kd"] < 1:
+        raise ReportError(f"{name}: rows: no kd row")
+    if sum(r.shipped for r in rows) > 1:
+        raise ReportError(f"{name}: rows: more than one row is flagged shipped")
+    rows.sort(key=lambda r: ROLES.index(r.role))  # stable: each role keeps the file's order
+    bundle = path.parent.parent.name
+    return Results(bundle, data["method"], data["dataset"], data["metric"], data["hardware"], tuple(rows))
+
+
+def collect(root: Path) -> list[Results]:
+    """Every ``bundles/*/docs/results.json`` under ``root``, validated, in sorted path order."""
+    paths = sorted(p for p in root.glob(RESULTS_GLOB) if not p.parts[-3].startswith("_"))
+    if not paths:
+        raise ReportError(f"{root}: no {RESULTS_GLOB} found")
+    return [load_results(p, p.relative_to(root).as_posix()) for p in paths]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def format_dice(row: Row) -> str:
+    sd = "" if row.dice_sd is None else f" ± {row.dice_sd:.3f}"
+    return f"{row.dice:.3f}{sd} ({row.seeds} seed{'' if row.seeds == 1 else 's'})"
+
+
+def format_params(params: int | None) -> str:
+    return NOT_MEASURED if params is None else f"{params:,}"
+
+
+def format_seconds(seconds: float | None) -> str:
+    return NOT_MEASURED if seconds is None else f"{seconds:.2f}"
+
+
+def format_delta(value: float) -> str:
+    value = round(value, 3) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return f"{value:+.3f}".replace("-", MINUS)
+
+
+def role_cell(row: Row) -> str:
+    return ROLE_NAMES[row.role] + (", shipped" if row.shipped else "")
+
+
+def markdown_table(results: list[Results]) -> str:
+    """One table, all methods; method and dataset are written on each method's first row only."""
+    lines = [
+        "| method | dataset | model | role | Dice (± sd, seeds) | params | CPU s/vol |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for res in results:
+        for i, row in enumerate(res.rows):
+            method, dataset = (_cell(res.method), _cell(res.dataset)) if i == 0 else ("", "")
+            cells = [
+                method,
+                dataset,
+                _cell(row.model),
+                role_cell(row),
+                format_dice(row),
+                format_params(row.params),
+                format_seconds(row.cpu_s_per_volume),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def delta_lines(results: list[Results]) -> str:
+    """One line per method: the KD − baseline difference in Dice (shipped, else first, KD row)."""
+    lines = []
+    for res in results:
+        kd, base = res.main_kd, res.baseline
+        which = "shipped KD student" if kd.shipped else "first KD row"
+        lines.append(
+            f"- {res.method} (`bundles/{res.bundle}`, {res.metric}): KD {MINUS} baseline = "
+            f"{format_delta(kd.dice - base.dice)} ({which} {kd.dice:.3f} vs baseline {base.dice:.3f})"
+        )
+    return "\n".join(lines)
+
+
+def results_md(results: list[Results]) -> str:
+    """The whole text of ``docs/results.md``."""
+    return "\n".join(
+        [
+            "# Measured results of the collection",
+            "",
+            "Generated by `python -m tools.measure.collection_report` from `bundles/*/docs/results.json` "
+            "(the numbers of each bundle's `docs/README.md`); do not edit by hand. Each method is measured on its "
+            "own data set and metric, so compare rows within a method, not across methods. CPU s/vol: inference "
+            "time of one test volume; \u2013: not measured.",
+            "",
+            markdown_table(results),
+            "",
+            delta_lines(results),
+            "",
+            f"![{FIGURE_ALT}](results.png)",
+            "",
+        ]
+    )
+
+
+def readme_block(results: list[Results]) -> str:
+    """The README block, markers included."""
+    return "\n".join(
+        [
+            START,
+            "What distillation gave each method's student (each on its own data set and metric); every row, "
+            "with parameters and CPU time, is in [`docs/results.md`](docs/results.md). Regenerate both and the "
+            "figure with `python -m tools.measure.collection_report` (`--check` tells whether they are up to date).",
+            "",
+            delta_lines(results),
+            "",
+            f"![{FIGURE_ALT}](docs/results.png)",
+            END,
+        ]
+    )
+
+
+def update_readme(text: str, block: str, name: str = README) -> str:
+    """``text`` with the marked block replaced by ``block``, or ``block`` inserted (see the module doc)."""
+    n_start, n_end = text.count(START), text.count(END)
+    if n_start or n_end:
+        if n_start != 1 or n_end != 1 or text.index(START) > text.index(END):
+            raise ReportError(f"{name}: expected one {START} followed by one {END}")
+        begin, end = text.index(START), text.index(END) + len(END)
+        return text[:begin] + block + text[end:]
+    lines = text.splitlines(keepends=True)
+    insert = _insertion_line(lines)
+    if insert is None:
+        return text + ("" if text.endswith("\n") or not text else "\n") + f"\n{HEADING}\n\n{block}\n"
+    if lines[insert - 1] and not lines[insert - 1].endswith("\n"):
+        lines[insert - 1] += "\n"
+    return "".join(lines[:insert]) + f"\n{HEADING}\n\n{block}\n" + "".join(lines[insert:])
+
+
+def _insertion_line(lines: list[str]) -> int | None:
+    """Index of the line after the first table of "## What this is" (before "### Layout"), else the
+    index of "### Layout", else None (append)."""
+    stripped = [line.rstrip("\n") for line in lines]
+    layout = next((i for i, line in enumerate(stripped) if line.strip() == "### Layout"), None)
+    section = next((i for i, line in enumerate(stripped) if line.strip() == "## What this is"), None)
+    if section is not None:
+        stop = layout if layout is not None and layout > section else len(lines)
+        for i in range(section + 1, stop):
+            if stripped[i].startswith("## "):
+                break
+            if stripped[i].startswith("|"):
+                while i < stop and stripped[i].startswith("|"):
+                    i += 1
+                return i
+    return layout
+
+
+def draw_figure(results: list[Results], out: Path) -> None:
+    """Dice against parameters (log x) and against CPU seconds per volume; see the module doc."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.4), sharey=True)
+    colours = plt.get_cmap("tab10").colors
+    style = {
+        "teacher": {"marker": "^", "s": 110},
+        "baseline": {"marker": "o", "s": 90},
+        "kd": {"marker": "*", "s": 150, "alpha": 0.4},
+        "reference": {"marker": "D", "s": 55, "alpha": 0.6},
+    }
+    shipped_style = {"marker": "*", "s": 380, "edgecolors": "black", "linewidths": 0.9, "zorder": 4}
+    side = {"teacher": 0, "reference": 0, "baseline": -1, "kd": 1}  # baseline left, KD right of their x
+    for ax, field in zip(axes, ("params", "cpu_s_per_volume"), strict=True):
+        xs = [getattr(r, field) for res in results for r in res.rows if getattr(r, field) is not None]
+        shift = 0.012 * max(xs, default=1.0)
+
+        def dodge(x: float, role: str, log: bool = field == "params", shift: float = shift) -> float:
+            return x * 10 ** (0.03 * side[role]) if log else x + shift * side[role]
+
+        for res, colour in zip(results, colours, strict=False):
+            points: dict[int, tuple[float, float]] = {}
+            for row in res.rows:
+                x = getattr(row, field)
+                if x is None:
+                    continue
+                x = dodge(x, row.role)
+                points[id(row)] = (x, row.dice)
+                kwargs = shipped_style if row is res.main_kd else {"zorder": 3, **style[row.role]}
+                ax.scatter([x], [row.dice], color=colour, **kwargs)
+                if row.dice_sd is not None:
+                    ax.errorbar(
+                        [x],
+                        [row.dice],
+                        yerr=[row.dice_sd],
+                        fmt="none",
+                        ecolor=colour,
+                        capsize=3,
+                        alpha=kwargs.get("alpha", 1.0),
+                        zorder=2,
+                    )
+            base, kd = res.baseline, res.main_kd
+            if id(base) in points and id(kd) in points:
+                ax.annotate(
+                    "",
+                    xy=points[id(kd)],
+                    xytext=points[id(base)],
+                    zorder=5,
+                    arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.6, "shrinkA": 7, "shrinkB": 11},
+                )
+        ax.grid(True, which="both", alpha=0.25)
+    hardware = sorted({res.hardware for res in results})
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("parameters (log scale)")
+    axes[0].set_title("Dice against model size")
+    axes[1].set_xlabel("CPU inference time (s per volume" + (f", {hardware[0]})" if len(hardware) == 1 else ")"))
+    axes[1].set_title("Dice against CPU inference time")
+    axes[1].set_xlim(left=0)
+    axes[0].set_ylabel("test Dice (each method's own data set and metric)")
+    fig.suptitle("Teacher vs baseline student vs KD student, per method", fontsize=14, y=0.985)
+    method_handles = [
+        Line2D([], [], color=c, marker="s", linestyle="none", markersize=9, label=res.method)
+        for res, c in zip(results, colours, strict=False)
+    ]
+    grey = "0.35"
+    role_handles = [
+        Line2D([], [], color=grey, marker="^", linestyle="none", markersize=9, label="teacher"),
+        Line2D([], [], color=grey, marker="o", linestyle="none", markersize=8, label="baseline student (no KD)"),
+        Line2D(
+            [],
+            [],
+            color=grey,
+            marker="*",
+            linestyle="none",
+            markersize=17,
+            markeredgecolor="black",
+            label="KD student (shipped)",
+        ),
+        Line2D([], [], color=grey, marker="*", linestyle="none", markersize=11, alpha=0.4, label="other KD variants"),
+    ]
+    if any(r.role == "reference" for res in results for r in res.rows):
+        role_handles.append(Line2D([], [], color=grey, marker="D", linestyle="none", alpha=0.6, label="reference"))
+    role_handles.append(
+        Line2D(
+            [],
+            [],
+            color=grey,
+            marker=r"$\rightarrow$",
+            linestyle="none",
+            markersize=16,
+            label="baseline \u2192 shipped KD",
+        )
+    )
+    for handles, x, title, columns in (
+        (method_handles, 0.06, "method (colour)", 1),
+        (role_handles, 0.58, "role (marker)", 2),
+    ):
+        legend = {"loc": "lower left", "bbox_to_anchor": (x, 0.0), "frameon": False, "fontsize": 9.5}
+        fig.legend(handles=handles, title=title, ncol=columns, **legend)
+    fig.text(
+        0.5,
+        0.915,
+        "error bars: sd over seeds, where known; students of one size and time drawn slightly apart "
+        "(baseline left, KD right); Dice is each method's own metric on its own data set",
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        color=grey,
+    )
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.86, bottom=0.25, wspace=0.06)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def check(root: Path, results: list[Results]) -> list[str]:
+    """What is out of date under ``root`` (empty when everything is current); writes nothing."""
+    problems = []
+    md = root / RESULTS_MD
+    if not md.is_file() or md.read_text(encoding="utf-8") != results_md(results):
+        problems.append(f"{RESULTS_MD} is out of date")
+    readme = root / README
+    if not readme.is_file():
+        problems.append(f"{README} is missing")
+    else:
+        text = readme.read_text(encoding="utf-8")
+        if update_readme(text, readme_block(results)) != text:
+            problems.append(f"the {README} block between {START} and {END} is out of date")
+    if not (root / RESULTS_PNG).is_file():
+        problems.append(f"{RESULTS_PNG} is missing")
+    return problems
+
+
+def write(root: Path, results: list[Results]) -> None:
+    readme = root / README
+    if not readme.is_file():
+        raise ReportError(f"{readme}: not found")
+    (root / RESULTS_MD).parent.mkdir(parents=True, exist_ok=True)
+    (root / RESULTS_MD).write_text(results_md(results), encoding="utf-8")
+    draw_figure(results, root / RESULTS_PNG)
+    text = readme.read_text(encoding="utf-8")
+    new = update_readme(text, readme_block(results))
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path(__file__).resolve().parents[2],
+        help="repository root (default: the one holding this script)",
+    )
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if an output is out of date")
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+    try:
+        results = collect(root)
+        if args.check:
+            problems = check(root, results)
+            for problem in problems:
+                print(f"{problem}: run python -m tools.measure.collection_report", file=sys.stderr)
+            if problems:
+                return 1
+            print(f"{RESULTS_MD}, {RESULTS_PNG} and the {README} block are up to date ({len(results)} bundles)")
+            return 0
+        write(root, results)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {RESULTS_MD}, {RESULTS_PNG} and the {README} block ({len(results)} bundles)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+# Sourced by the scripts of tools/reproduce/, which run from the repository root.
+# PYTHON: the interpreter with the project installed (default: python).
+# BUNDLES: the folder holding the bundles (default: bundles).
+# EXTRA_ARGS: overrides appended to every bundle run, e.g. "--num_workers 0" (the tests shrink runs with it).
+
+PYTHON=${PYTHON:-python}
+read -r -a extra_args <<< "${EXTRA_ARGS:-}"
+common=()
+
+# bundle_setup NAME: B (the bundle), C (its configs), R (its runs folder, created).
+bundle_setup() {
+    B=${BUNDLES:-bundles}/$1
+    C=$B/configs
+    R=$B/runs
+    mkdir -p "$R"
+}
+
+# run NAME ARGS...: `python -m monai.bundle run ARGS...` on bundle B with the data arguments
+# (common) and EXTRA_ARGS, then prints "NAME wall N s".
+run() {
+    /usr/bin/time -f "$1 wall %e s" "$PYTHON" -m monai.bundle run "${@:2}" --bundle_root "$B" "${common[@]}" \
+        "${extra_args[@]}"
+}
+
+# split_datalist ARGS...: python -m tools.data.split_datalist ARGS...
+split_datalist() { "$PYTHON" -m tools.data.split_datalist "$@"; }
+
+# acdc_setup BUNDLE DATA_DIR: bundle_setup, then the ACDC split of the HLFD and MTMS tables, by
+# patient (both frames of a patient in one list): of the 70 `training` patients 60 train and 10
+# validate (model selection); the source's 10 `validation` patients are the test set.
+acdc_setup() {
+    bundle_setup "$1"
+    split=$R/acdc_split.json
+    split_datalist --datalist "$2/dataset.json" --out "$split" \
+        --val 10 --test 0 --test_from validation --group 'patient\d+' --seed 0
+    common=(--dataset_dir "$2" --datalist "$split")
+}
+
+# teacher_stage CONFIGS DEFAULT_EPOCHS: trains the teacher of CONFIGS (validating every second
+# epoch) for TEACHER_EPOCHS or DEFAULT_EPOCHS, then evaluates it. TRAIN_TEACHER=0 only evaluates
+# the existing models/teacher/model.pt; TRAIN_TEACHER=skip does neither (e.g. a second chain of
+# students running beside the first).
+teacher_stage() {
+    case "${TRAIN_TEACHER:-1}" in
+        skip) return ;;
+        0) ;;
+        *) run teacher --config_file "[$1]" --epochs "${TEACHER_EPOCHS:-$2}" --val_interval 2 ;;
+    esac
+    run evaluate_teacher --config_file "[$1,'$C/evaluate.json']"
+}
