@@ -30,6 +30,7 @@ from monai.utils import BundleProperty, BundlePropertyConfig
 from tools.bundle.isolation import bundle_scripts
 
 SCHEMA = Path(__file__).with_name("meta_schema_20240725.json")
+SCHEMA_SHA256 = "d95c74c2915faef04ff6a2d6bd865da922bc8cd5afb4a0719b2dc6e1220528e7"  # the Model Zoo's published file
 REQUIRED_FILES = ("LICENSE", "configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md")
 
 
@@ -115,10 +116,11 @@ def run_checks(
     """Every check's name and its error (None when it passed)."""
     meta = os.path.join(bundle, "configs", "metadata.json")
     inference = os.path.join(bundle, "configs", "inference.json")
+    schema_hash = {"hash_val": SCHEMA_SHA256, "hash_type": "sha256"} if Path(schema) == SCHEMA else {}
     checks: list[tuple[str, Callable[[], object]]] = [
         ("required files", lambda: check_files(bundle)),
         ("version in changelog", lambda: check_changelog(bundle)),
-        ("verify_metadata", lambda: verify_metadata(meta_file=meta, filepath=str(schema))),
+        ("verify_metadata", lambda: verify_metadata(meta_file=meta, filepath=str(schema), **schema_hash)),
         (
             "verify_net_in_out",
             lambda: verify_net_in_out(net_id="network_def", meta_file=meta, config_file=inference, bundle_root=bundle),
