@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.bundle import download as monai_download
+from monai.utils import OptionalImportError
 
 from tests.bundles.profiles import PROFILES
 from tests.helpers import bundle_scripts, logged_terms, outside_env, run, run_bundle, run_distributed
@@ -129,8 +131,9 @@ def test_model_zoo_checks_pass(trained, name):
 
 
 @contextlib.contextmanager
-def common_hidden() -> Iterator[None]:
-    """``import common`` fails while the block runs, as for a bundle copied out without it."""
+def common_replaced(version: str | None) -> Iterator[None]:
+    """While the block runs, ``import common`` fails (``version`` None, a bundle copied out without
+    it) or finds an older package of that ``version`` (e.g. one a MONAI Label server cached)."""
 
     class Block:
         def find_spec(self, fullname, path=None, target=None):
@@ -138,23 +141,34 @@ def common_hidden() -> Iterator[None]:
                 raise ModuleNotFoundError(f"No module named {fullname!r}")
 
     hidden = {n: sys.modules.pop(n) for n in list(sys.modules) if n == "common" or n.startswith("common.")}
-    sys.meta_path.insert(0, Block())
+    if version is None:
+        sys.meta_path.insert(0, Block())
+    else:
+        sys.modules["common"] = types.SimpleNamespace(__name__="common", __version__=version)
     try:
         yield
     finally:
-        sys.meta_path.pop(0)
+        if version is None:
+            sys.meta_path.pop(0)
+        sys.modules.pop("common", None)
         sys.modules.update(hidden)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_bundle_without_common_names_the_package_and_how_to_get_it(name, tmp_path):
+@pytest.mark.parametrize("version, expected", [(None, "No module named 'common'"), ("0.1.0", "requires 'common 0.2'")])
+def test_a_missing_or_older_common_is_named_with_how_to_get_it(name, version, expected, tmp_path):
     bundle = Path(__file__).resolve().parents[2] / "bundles" / name
     workflow = ConfigWorkflow(
         config_file=str(bundle / "configs" / "train.json"), logging_file=False, bundle_root=str(tmp_path)
     )
-    with bundle_scripts(tmp_path), common_hidden(), pytest.raises(Exception) as failure:
+    with bundle_scripts(tmp_path), common_replaced(version), pytest.raises(Exception) as failure:
         workflow.initialize()
-    assert "needs the shared package `common`" in str(failure.value) and "pip install -e" in str(failure.value)
+    error = failure.value
+    while not isinstance(error, OptionalImportError):  # the config parser wraps it in its own errors
+        error = error.__cause__
+    message = str(error)
+    assert "needs the shared package `common` (version 0.2 or later)" in message and "pip install -e" in message
+    assert expected in message
 
 
 def installed(bundle: Path, dest: Path) -> Path:
