@@ -1,4 +1,5 @@
-"""Datalists: loaded and checked before a long run starts, and split into seeded, case-level subsets."""
+"""Datalists: loaded and checked before a long run starts, split into seeded, case-level subsets, and
+marked for distillation on unlabelled images."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import logging
 import os
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
+import torch
+from monai.config import KeysCollection
 from monai.data import load_decathlon_datalist
+from monai.transforms import MapTransform
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 logger = logging.getLogger(__name__)
@@ -151,6 +155,22 @@ def split_cases(cases: Sequence, sizes: Mapping[str, int], seed: int, rest: str 
     return {rest: [cases[i] for i in sorted(order[start:])], **split}
 
 
+def _draw(items: Sequence[Mapping], fraction: float, seed: int, group: str | None, what: str) -> list:
+    """The items of ``round(fraction * cases)`` cases drawn by :func:`split_cases`, in the list's order."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"{what} must be in (0, 1], got {fraction}.")
+    groups = group_cases(items, group)
+    keep = round(fraction * len(groups))
+    if keep == 0:
+        raise ValueError(
+            f"{what} {fraction} of {len(groups)} cases keeps none; use at least {1 / len(groups):.3g} (one case)."
+        )
+    chosen = {id(item) for case in split_cases(groups, {"kept": keep}, seed)["kept"] for item in case}
+    subset = [item for item in items if id(item) in chosen]
+    logger.info(f"{what} {fraction}: {keep} of {len(groups)} cases ({len(subset)} of {len(items)} items)")
+    return subset
+
+
 def select_fraction(items: Sequence[Mapping], fraction: float, seed: int = 0, group: str | None = None) -> list:
     """A seeded, case-level subset of a datalist: ``round(fraction * cases)`` cases chosen by
     :func:`split_cases`, every item of a chosen case kept, the list's order unchanged.
@@ -164,16 +184,57 @@ def select_fraction(items: Sequence[Mapping], fraction: float, seed: int = 0, gr
     Raises:
         ValueError: ``fraction`` outside (0, 1], or too small to keep a single case.
     """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"data_fraction must be in (0, 1], got {fraction}.")
-    groups = group_cases(items, group)
-    keep = round(fraction * len(groups))
-    if keep == 0:
-        raise ValueError(
-            f"data_fraction {fraction} of {len(groups)} cases keeps none; "
-            f"use at least {1 / len(groups):.3g} (one case)."
-        )
-    chosen = {id(item) for case in split_cases(groups, {"kept": keep}, seed)["kept"] for item in case}
-    subset = [item for item in items if id(item) in chosen]
-    logger.info(f"data_fraction {fraction}: {keep} of {len(groups)} cases ({len(subset)} of {len(items)} items)")
-    return subset
+    return _draw(items, fraction, seed, group, "data_fraction")
+
+
+def split_labelled(
+    items: Sequence[Mapping], label_fraction: float = 1.0, seed: int = 0, group: str | None = None
+) -> list[dict]:
+    """A training list for distillation on unlabelled images too: the labels of a seeded, case-level
+    ``label_fraction`` of the labelled cases (drawn as :func:`select_fraction` draws) are used,
+    every other item is kept without its label.
+
+    Such an item gets ``"labelled": 0`` and, in place of its label, the path of its (first) image, so
+    that its label file is never read and the loading transforms see one geometry;
+    :class:`BlankUnlabelledd` then blanks that stand-in right after loading, and the distillation
+    loss keeps the unlabelled samples out of every term that reads the label (:mod:`common.keys`).
+    Labelled items get ``"labelled": 1``. With ``label_fraction`` 1 and every item labelled, the
+    list is returned unchanged (no flag: the ordinary supervised pipeline).
+
+    Raises:
+        ValueError: ``label_fraction`` outside (0, 1], or too small to keep a single labelled case.
+    """
+    with_label = [item for item in items if "label" in item]
+    if label_fraction == 1 and len(with_label) == len(items):
+        return list(items)
+    kept = {id(item) for item in _draw(with_label, label_fraction, seed, group, "label_fraction")}
+    marked = []
+    for item in items:
+        if id(item) in kept:
+            marked.append({**item, "labelled": 1})
+        else:
+            image = item["image"][0] if isinstance(item["image"], (list, tuple)) else item["image"]
+            marked.append({**item, "label": image, "labelled": 0})
+    return marked
+
+
+class BlankUnlabelledd(MapTransform):
+    """Blank (zero) the label of an item marked ``"labelled": 0`` by :func:`split_labelled`, whose
+    label is a stand-in loaded from its image; items without the flag (validation, fully labelled
+    training) pass unchanged. Put it right after loading, before anything reads the label.
+
+    Args:
+        keys: the label key(s).
+        flag_key: the item's labelled flag.
+    """
+
+    def __init__(self, keys: KeysCollection = "label", flag_key: str = "labelled", allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.flag_key = flag_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        if int(d.get(self.flag_key, 1)) == 0:
+            for key in self.key_iterator(d):
+                d[key] = d[key] * 0
+        return d

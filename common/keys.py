@@ -9,6 +9,10 @@ Grammar of an input key:
 - ``"<teacher>"``: a teacher's output, by the name the trainer gives it (``"teacher"`` for a single one);
 - ``"<owner>:<layer>"``: the output of the submodule ``layer`` (a path of ``named_modules()``, such
   as ``"down_layers.3"``) of ``owner``, which is ``"student"`` or a teacher's name.
+
+Beside them, ``"labelled"`` is a (B,) mask of the samples whose label may be used (present when
+some training cases are unlabelled, see ``common.data.split_labelled``): every term that reads
+``"label"`` then sees the labelled samples only, while the other terms see the whole batch.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from collections.abc import Iterable
 STUDENT = "student"
 LABEL = "label"
 IMAGE = "image"
-RESERVED = (STUDENT, LABEL, IMAGE)
+LABELLED = "labelled"
+BATCH_INPUTS = (STUDENT, LABEL, IMAGE)  # what a term may read besides the teachers and tapped features
+RESERVED = (*BATCH_INPUTS, LABELLED)
 SEPARATOR = ":"
 
 
@@ -56,11 +62,11 @@ def tapped_layers(keys: Iterable[str], teachers: Iterable[str]) -> dict[str, lis
     layers: dict[str, list[str]] = {STUDENT: [], **{name: [] for name in teachers}}
     for key in sorted(set(keys)):
         owner, layer = parse_key(key)
-        if layer is None and (key in RESERVED or key in teachers):
+        if layer is None and (key in BATCH_INPUTS or key in teachers):
             continue
         if layer is None or owner not in layers:
             raise ValueError(
-                f"loss input {key!r} names no known source; use {', '.join(map(repr, RESERVED))}, one of the "
+                f"loss input {key!r} names no known source; use {', '.join(map(repr, BATCH_INPUTS))}, one of the "
                 f"teachers {teachers}, or '<owner>{SEPARATOR}<layer>' with owner 'student' or a teacher."
             )
         layers[owner].append(layer)

@@ -97,10 +97,11 @@ def run_fails(bundle: Path, configs: list[str], **overrides: object) -> str:
     return "\n".join(messages)
 
 
-def logged_terms(log: str) -> dict[str, float]:
-    """The loss terms of the first iteration's log line (``loss_<name>: value``), by name."""
+def logged_terms(log: str, prefix: str = "loss_") -> dict[str, float]:
+    """The values of the first iteration's log line named ``<prefix><name>: value``, by name."""
     words = next(line for line in log.splitlines() if "Iter: 1/" in line).split()
-    return {w[len("loss_") :].rstrip(":"): float(v) for w, v in zip(words, words[1:], strict=False) if w[:5] == "loss_"}
+    pairs = zip(words, words[1:], strict=False)
+    return {w[len(prefix) :].rstrip(":"): float(v) for w, v in pairs if w.startswith(prefix)}
 
 
 def copy_bundle(name: str, dest: Path, with_models: bool = False) -> Path:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from common.keys import parse_key
+from common.keys import LABEL, LABELLED, parse_key
 from common.losses.base import concat_resized
 
 InputSpec = str | Sequence[str]
@@ -43,7 +43,9 @@ class DistillationLoss(nn.Module):
     reach ``model.pt``.
 
     ``forward(inputs)`` returns ``(total, terms)``: the weighted sum and a dict of each weighted
-    term, for logging by name.
+    term, for logging by name. When ``inputs`` holds ``"labelled"``, a (B,) mask of the samples
+    whose label may be used, each term reading ``"label"`` is computed on those samples only (and
+    is 0 in a batch without any), while the other terms, e.g. distillation, use every sample.
 
     Example::
 
@@ -104,11 +106,15 @@ class DistillationLoss(nn.Module):
             return None
         return nn.ModuleList([nn.Identity() if a is None else a for a in adapters])
 
+    @staticmethod
+    def keys_of(specs: Sequence[InputSpec]) -> set[str]:
+        """The input keys a list of input specs reads (a combined input reads each of its keys)."""
+        return {key for spec in specs for key in ([spec] if isinstance(spec, str) else spec)}
+
     @property
     def required_inputs(self) -> set[str]:
         """Every input key some term reads."""
-        specs = [spec for specs in self.inputs.values() for spec in specs]
-        return {key for spec in specs for key in ([spec] if isinstance(spec, str) else spec)}
+        return self.keys_of([spec for specs in self.inputs.values() for spec in specs])
 
     def _gather(self, name: str, spec: InputSpec, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         keys = [spec] if isinstance(spec, str) else spec
@@ -124,6 +130,7 @@ class DistillationLoss(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms: dict[str, torch.Tensor] = {}
+        labelled = inputs.get(LABELLED)
         for name, loss in self.losses.items():
             args = [self._gather(name, spec, inputs) for spec in self.inputs[name]]
             if name in self.adapters:
@@ -135,6 +142,12 @@ class DistillationLoss(nn.Module):
                             f"adapter {i} of loss term {name!r} failed on input {self.inputs[name][i]!r} "
                             f"of shape {tuple(args[i].shape)}: {e}"
                         ) from e
+            if labelled is not None and LABEL in self.keys_of(self.inputs[name]):
+                mask = torch.as_tensor(labelled, device=args[0].device).reshape(-1).bool()
+                if not bool(mask.any()):  # no label in this batch: 0, with every input kept in the graph
+                    terms[name] = sum(a.sum() * 0.0 for a in args if a.requires_grad) + args[0].new_zeros(())
+                    continue
+                args = [a[mask] for a in args]
             terms[name] = self.weights[name] * loss(*args).mean()
         total = torch.stack(list(terms.values())).sum()
         return total, terms

@@ -13,6 +13,7 @@ import contextlib
 import csv
 import json
 import math
+import re
 import sys
 import types
 from collections.abc import Iterator
@@ -70,6 +71,36 @@ def test_distilled_student_logs_every_term_and_exports_a_plain_network(trained, 
     adapters = {key.split(".")[1] for key in checkpoint.get("loss", {}) if key.startswith("adapters.")}
     assert adapters == bundle.profile.adapters  # trained with the student, kept in the training checkpoint
     assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+DISTILLING = [n for n in NAMES if PROFILES[n.values[0]].kd_terms]  # bundles that train a student online
+
+
+@pytest.mark.parametrize("name", DISTILLING)
+def test_distillation_also_runs_on_images_whose_labels_the_student_never_sees(trained, name, tmp_path):
+    bundle = trained(name)
+    overrides = bundle.profile.overrides(
+        bundle.data, label_fraction=0.5, run_name="unlabelled", model_dir=str(tmp_path)
+    )
+    log = run_bundle(bundle.root, ["train.json"], **overrides)
+    drawn = re.search(r"label_fraction 0.5: (\d+) of (\d+) cases", log)
+    assert drawn and int(drawn.group(1)) == round(int(drawn.group(2)) / 2)
+    assert set(logged_terms(log)) == bundle.profile.kd_terms
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    parsed(bundle.root, "inference.json", "network_def").load_state_dict(state, strict=True)
+
+
+@pytest.mark.parametrize("name", DISTILLING)
+def test_each_terms_gradient_on_the_student_is_logged_when_asked(trained, name):
+    bundle = trained(name)
+    overrides = bundle.profile.overrides(bundle.data, diagnostics_interval=1, run_name="diagnostics")
+    logged = logged_terms(run_bundle(bundle.root, ["train.json"], **overrides), prefix="grad_")
+    terms = bundle.profile.kd_terms
+    reference = next(t for t in ("seg", "seg_dice") if t in terms)
+    expected = {f"norm_{t}" for t in terms} | {f"cos_{t}" for t in terms - {reference}}
+    assert set(logged) == expected
+    assert all(value >= 0 for key, value in logged.items() if key.startswith("norm_"))
+    assert all(-1 <= value <= 1 for key, value in logged.items() if key.startswith("cos_"))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -5,6 +5,7 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from common.data import group_cases, load_datalist, select_fraction, split_cases
 from tests.helpers import SHARED_DATA
@@ -159,3 +160,25 @@ def test_the_split_example_in_the_docstring_holds():
 
     results = doctest.testmod(common.data)
     assert results.attempted == 1 and results.failed == 0
+
+
+def test_split_labelled_keeps_a_seeded_fraction_of_labels_and_never_points_at_the_others():
+    from common.data import BlankUnlabelledd, split_labelled
+
+    items = [{"image": [f"p{p}_flair.nii.gz", f"p{p}_t1.nii.gz"], "label": f"p{p}_seg.nii.gz"} for p in range(8)]
+    items.append({"image": ["new_flair.nii.gz", "new_t1.nii.gz"]})  # an image that never had a label
+    marked = split_labelled(items, 0.5, seed=1)
+    labelled = [m for m in marked if m["labelled"] == 1]
+    assert labelled == [{**item, "labelled": 1} for item in select_fraction(items[:8], 0.5, seed=1)]
+    assert len(labelled) == 4 and len(marked) == 9
+    for item in marked:
+        if item["labelled"] == 0:
+            assert item["label"] == item["image"][0] and not item["label"].endswith("_seg.nii.gz")
+    assert split_labelled(items[:8], 1.0) == items[:8]  # fully labelled: the ordinary list, no flag
+    with pytest.raises(ValueError, match=r"label_fraction must be in \(0, 1\]"):
+        split_labelled(items, 0.0)
+    blank = BlankUnlabelledd("label")
+    stand_in = torch.full((1, 2, 2), 7.0)
+    assert blank({"label": stand_in, "labelled": 0})["label"].abs().sum() == 0
+    assert torch.equal(blank({"label": stand_in, "labelled": 1})["label"], stand_in)
+    assert torch.equal(blank({"label": stand_in})["label"], stand_in)  # validation items carry no flag

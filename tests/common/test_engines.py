@@ -100,6 +100,74 @@ def test_taps_record_training_iterations_only_and_leave_no_hook_behind():
     assert hooks(student) == hooks(teacher) == 0
 
 
+def test_term_gradients_are_measured_on_the_chosen_iterations_only():
+    student, teacher = net(1), freeze(net(2))
+    trainer = make_trainer(student, teacher, kd_loss(), diagnostics_interval=2)
+    seen = {}
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def record(engine):
+        seen[engine.state.iteration] = {k for k in loss_terms(engine.state.output) if k.startswith("grad_")}
+
+    trainer.run()
+    assert trainer.reference_term == "seg"  # the first term reading the label
+    expected = {"grad_norm_seg", "grad_norm_kd", "grad_norm_latent", "grad_cos_kd", "grad_cos_latent"}
+    assert seen == {1: set(), 2: expected, 3: set()}
+    with pytest.raises(ValueError, match="reference_term 'dice' is not a loss term"):
+        make_trainer(net(1), freeze(net(2)), kd_loss(), diagnostics_interval=1, reference_term="dice")
+    with pytest.raises(ValueError, match="diagnostics_interval must be >= 0"):
+        make_trainer(net(1), freeze(net(2)), kd_loss(), diagnostics_interval=-1)
+
+
+def test_measuring_the_gradients_leaves_the_update_unchanged():
+    weights = []
+    for interval in (0, 1):
+        torch.manual_seed(0)
+        student, teacher = net(1), freeze(net(2))
+        make_trainer(student, teacher, kd_loss(), diagnostics_interval=interval).run()
+        weights.append(student.state_dict())
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, msg=key)
+
+
+def test_measure_reports_every_term_and_each_networks_agreement_with_the_label_updating_nothing():
+    torch.manual_seed(0)
+    student, teacher = net(1), freeze(net(2))
+    trainer = make_trainer(student, teacher, kd_loss())
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    batch = make_batches(1)[0]
+    measured = trainer.measure(batch)
+    for key, value in student.state_dict().items():
+        assert torch.equal(value, before[key])
+    assert all(p.grad is None for p in student.parameters())
+    with torch.no_grad():
+        expected_kd = LogitDistillationLoss(4.0)(student(batch["image"]), teacher(batch["teacher_image"]))
+        teacher_wrong = (teacher(batch["teacher_image"]).argmax(1) != batch["label"][:, 0]).float().mean()
+    assert measured["loss_kd"] == pytest.approx(float(expected_kd), rel=1e-5)
+    assert measured["teacher_disagreement"] == pytest.approx(float(teacher_wrong))
+    assert {"grad_norm_seg", "grad_cos_kd", "grad_cos_latent", "student_dice", "teacher_margin"} <= set(measured)
+
+
+def test_unlabelled_samples_feed_the_distillation_terms_but_not_the_segmentation_term():
+    torch.manual_seed(0)
+    student, teacher = net(1), freeze(net(2))
+    trainer = make_trainer(student, teacher, kd_loss())
+    batch = make_batches(1)[0] | {"labelled": torch.tensor([1, 0])}
+    measured = trainer.measure(batch)
+    with torch.no_grad():
+        logits = student(batch["image"])
+        seg = DiceCELoss(to_onehot_y=True, softmax=True)(logits[:1], batch["label"][:1])
+        kd = LogitDistillationLoss(4.0)(logits, teacher(batch["teacher_image"]))  # both samples
+        agreement = (logits[:1].argmax(1) != batch["label"][:1, 0]).float().mean()
+    assert measured["loss_seg"] == pytest.approx(float(seg), rel=1e-5)
+    assert measured["loss_kd"] == pytest.approx(float(kd), rel=1e-5)
+    assert measured["student_disagreement"] == pytest.approx(float(agreement))
+    unlabelled = make_batches(1)[0] | {"labelled": torch.tensor([0, 0])}
+    trainer.data_loader = [batch, batch, unlabelled]  # the epoch's three iterations
+    trainer.run()  # the last batch, without any label, trains on the distillation terms alone
+    assert trainer.state.output["loss_seg"] == 0.0 and trainer.state.output["loss_kd"] > 0
+
+
 def hooks(network: torch.nn.Module) -> int:
     return sum(len(m._forward_hooks) for m in network.modules())
 

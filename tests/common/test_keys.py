@@ -48,3 +48,10 @@ def test_reserved_or_ambiguous_teacher_names_are_refused(name):
     with pytest.raises(ValueError, match="reserved"):
         check_teacher_name(name)
     assert check_teacher_name("flair_teacher") == "flair_teacher"
+
+
+def test_the_labelled_mask_is_reserved_but_no_term_input():
+    with pytest.raises(ValueError, match="reserved"):
+        check_teacher_name("labelled")
+    with pytest.raises(ValueError, match="'labelled' names no known source"):
+        tapped_layers(["labelled"], ["teacher"])

@@ -371,3 +371,25 @@ def test_the_docstring_examples_give_what_they_show(module):
 
     results = doctest.testmod(importlib.import_module(f"common.losses.{module}"), extraglobs={"torch": torch})
     assert results.attempted > 0 and results.failed == 0
+
+
+def test_terms_reading_the_label_see_the_labelled_samples_only():
+    student, teacher = torch.randn(4, 2, 3, requires_grad=True), torch.randn(4, 2, 3)
+    label = torch.rand(4, 2, 3)  # soft labels, so that an MSE can stand for the segmentation loss
+    seg = FeatureDistillationLoss("mse")
+    loss = DistillationLoss(
+        {
+            "seg": {"loss": seg, "inputs": ["student", "label"], "weight": 2.0},
+            "kd": {"loss": LogitDistillationLoss(1.0), "inputs": ["student", "teacher"]},
+        }
+    )
+    mask = torch.tensor([1, 0, 1, 0])
+    _, terms = loss({"student": student, "teacher": teacher, "label": label, "labelled": mask})
+    assert terms["seg"].item() == pytest.approx(2.0 * ((student[[0, 2]] - label[[0, 2]]) ** 2).mean().item())
+    assert terms["kd"].item() == pytest.approx(LogitDistillationLoss(1.0)(student, teacher).item())  # every sample
+    terms["seg"].backward()
+    assert student.grad[[1, 3]].abs().sum() == 0 and student.grad[[0, 2]].abs().sum() > 0
+    none = torch.zeros(4)
+    total, terms = loss({"student": student, "teacher": teacher, "label": label, "labelled": none})
+    assert terms["seg"].item() == 0.0 and terms["seg"].requires_grad  # kept in the graph (DDP sees every input)
+    assert total.item() == pytest.approx(terms["kd"].item())

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.helpers import REPO
 from tools.measure import pseudo_label_quality, results_table
 from tools.measure.compare_ddp import best_metric
 from tools.measure.model_cost import model_spec
@@ -78,3 +79,35 @@ def test_dice_and_mean_dice_match_hand_counts():
     assert dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0  # nothing to find, nothing found
     pred, label = np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])
     assert mean_dice(pred, label, 3) == pytest.approx((2 / 3 + 2 / 3) / 2)
+
+
+@pytest.mark.xdist_group("_template_kd")  # the worker that trains the template for the contract tests
+def test_kd_audit_tabulates_every_term_and_each_networks_agreement_with_the_label(trained, capsys):
+    from tools.measure import kd_audit
+
+    bundle = trained("_template_kd")
+    overrides = [f"--set=dataset_dir={bundle.data}", "--set=datalist=$@dataset_dir + '/plain.json'"]
+    kd_audit.main([str(bundle.root), "--batches", "2", "--set=roi_size=[32,32,32]", *overrides])
+    out = capsys.readouterr().out
+    assert "_template_kd: 2 training batch(es), seed 0" in out
+    assert "loss terms (reference for the cosine: seg)" in out and "| seg |" in out and "1 (reference)" in out
+    for row in ("| kd |", "| feature |", "| student |", "| teacher |"):
+        line = next(line for line in out.splitlines() if line.startswith(row))
+        assert "–" not in line and line.count("±") >= 3, line
+
+
+@pytest.mark.xdist_group("agnostic_transfer_la_mri")
+def test_kd_audit_names_a_bundle_without_distillation_terms(trained):
+    from tools.measure import kd_audit
+
+    bundle = trained("agnostic_transfer_la_mri")
+    with pytest.raises(ValueError, match="trains with SupervisedTrainer, not a DistillationTrainer"):
+        kd_audit.audit(bundle.root, [], {"dataset_dir": str(bundle.data), "roi_size": [32, 32, 32]}, None, 1)
+
+
+def test_model_cost_builds_networks_that_live_in_a_bundles_scripts():
+    from tools.measure.model_cost import cost
+
+    bundle = REPO / "bundles" / "mtms_contrastive_cardiac_mri"
+    params, seconds, shape = cost(bundle, ["train.json", "train_teacher.json"], [32, 32, 2], repeats=1)
+    assert params == 2_764_741 and seconds > 0 and shape == (32, 32, 2)  # scripts.networks.MultiTaskUNet

@@ -35,6 +35,7 @@ from monai.engines import SupervisedTrainer
 
 from common.engines import DistillationTrainer
 from common.teachers import freeze
+from tools.bundle.isolation import bundle_scripts
 from tools.measure.model_cost import input_channels
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,7 +115,8 @@ def build_steps(args: argparse.Namespace, device: torch.device) -> tuple[dict, l
 def measure_times(args: argparse.Namespace) -> dict[str, float]:
     """Median seconds per step; the three measurements interleave batch by batch so drift hits all alike."""
     device = torch.device(args.device)
-    steps, batches = build_steps(args, device)
+    with bundle_scripts(REPO / "bundles" / args.bundle):  # the bundle's own networks
+        steps, batches = build_steps(args, device)
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
     for i, batch in enumerate(batches):
         for mode in MODES:
@@ -130,7 +132,8 @@ def measure_times(args: argparse.Namespace) -> dict[str, float]:
 def measure_memory(args: argparse.Namespace) -> float:
     """Peak memory of ``args.mode`` alone (MiB), run in a process of its own."""
     device = torch.device(args.device)
-    steps, batches = build_steps(args, device)
+    with bundle_scripts(REPO / "bundles" / args.bundle):  # the bundle's own networks
+        steps, batches = build_steps(args, device)
     rss_before = peak_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -30,6 +30,7 @@ from monai.transforms import Invertd, LoadImage  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from common.teachers import load_state_dict_strict  # noqa: E402
+from tools.bundle.isolation import bundle_scripts  # noqa: E402
 from tools.measure.model_cost import model_spec, parse_model  # noqa: E402
 from tools.measure.overlap import mean_dice  # noqa: E402
 
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "curves":
         plot_curves(args.runs, args.labels, args.out)
     else:
-        plot_overlay(args)
+        with bundle_scripts(args.bundle):  # the bundle's own networks and transforms
+            plot_overlay(args)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
+from tools.bundle.isolation import bundle_scripts
+
 
 def parse_model(bundle: Path, configs: list[str], overrides: dict | None = None) -> ConfigParser:
     parser = ConfigParser()
@@ -60,20 +62,21 @@ def cost(
     case: dict | None = None,
 ) -> tuple[int, float, tuple[int, ...]]:
     """(parameters, median seconds per volume, input shape); input of ``shape`` or ``case`` preprocessed."""
-    parser = parse_model(bundle, configs, overrides)
-    net = parser.get_parsed_content("network_def").eval()
-    inferer = parser.get_parsed_content("validate#inferer")
-    if case is not None:
-        x = parser.get_parsed_content("validate#preprocessing")(dict(case))["image"][None].as_tensor()
-    else:
-        x = torch.randn(1, input_channels(net), *shape)
-    times = []
-    with torch.no_grad():
-        inferer(x, net)  # warm-up
-        for _ in range(repeats):
-            start = time.perf_counter()
-            inferer(x, net)
-            times.append(time.perf_counter() - start)
+    with bundle_scripts(bundle):  # the bundle's own networks and transforms
+        parser = parse_model(bundle, configs, overrides)
+        net = parser.get_parsed_content("network_def").eval()
+        inferer = parser.get_parsed_content("validate#inferer")
+        if case is not None:
+            x = parser.get_parsed_content("validate#preprocessing")(dict(case))["image"][None].as_tensor()
+        else:
+            x = torch.randn(1, input_channels(net), *shape)
+        times = []
+        with torch.no_grad():
+            inferer(x, net)  # warm-up
+            for _ in range(repeats):
+                start = time.perf_counter()
+                inferer(x, net)
+                times.append(time.perf_counter() - start)
     return sum(p.numel() for p in net.parameters()), statistics.median(times), tuple(x.shape[2:])
 
 
