@@ -24,10 +24,11 @@ ALPHA = {
         {"role": "teacher", "model": "big net", "dice": 0.9, "dice_sd": None, "seeds": 1,
          "params": 2000000, "cpu_s_per_volume": 1.5},
         {"role": "kd", "model": "student, KD", "dice": 0.75, "dice_sd": 0.01, "seeds": 3,
-         "params": 100000, "cpu_s_per_volume": 0.25, "shipped": True},
+         "params": 100000, "cpu_s_per_volume": 0.25, "shipped": True, "per_seed": [0.74, 0.75, 0.76]},
         {"role": "baseline", "model": "student | no KD", "dice": 0.7, "dice_sd": 0.02, "seeds": 3,
          "params": 100000, "cpu_s_per_volume": 0.25},
     ],
+    "paired": {"difference": 0.05, "ci95": [0.01, 0.09], "cases": 10, "runs": 3, "method": "t over test cases"},
 }  # fmt: skip
 BETA = {
     "method": "Beta transfer",
@@ -73,7 +74,7 @@ EXPECTED_TABLE = [
     "| Alpha KD (Doe 2020) | toy set A, 10 cases | big net | teacher | 0.900 (1 seed) | 2,000,000 | 1.50 |",
     "|  |  | student \\| no KD | baseline | 0.700 ± 0.020 (3 seeds) | 100,000 | 0.25 |",
     "|  |  | student, variant | KD | 0.800 (1 seed) | 100,000 | 0.25 |",
-    "|  |  | student, KD | KD, shipped | 0.750 ± 0.010 (3 seeds) | 100,000 | 0.25 |",
+    "|  |  | student, KD | KD, shipped | 0.750 ± 0.010 (3 seeds: 0.740, 0.750, 0.760) | 100,000 | 0.25 |",
     "|  |  | upper bound | reference | 0.950 (1 seed) | 100,000 | 0.25 |",
     "| Beta transfer | toy set B | teacher one | teacher | 0.810 (1 seed) | 1,234,567 | 0.10 |",
     "|  |  | teacher two | teacher | 0.800 (1 seed) | – | – |",
@@ -82,10 +83,11 @@ EXPECTED_TABLE = [
     "|  |  | student, other | KD | 0.700 (1 seed) | 999 | – |",
 ]
 EXPECTED_DELTAS = [
-    "- Alpha KD (Doe 2020) (`bundles/alpha_kd`, test Dice (A)): KD − baseline = +0.050 "
-    "(shipped KD student 0.750 vs baseline 0.700)",
+    "- Alpha KD (Doe 2020) (`bundles/alpha_kd`, test Dice (A)): KD − baseline = +0.050, paired over 10 test "
+    "cases × 3 run(s), 95 % CI +0.010 to +0.090: the interval excludes 0 (shipped KD student 0.750 vs baseline "
+    "0.700)",
     "- Beta transfer (`bundles/beta_transfer`, test Dice (B)): KD − baseline = −0.012 "
-    "(first KD row 0.600 vs baseline 0.612)",
+    "(first KD row 0.600 vs baseline 0.612; no paired interval measured yet)",
 ]
 
 
@@ -152,13 +154,14 @@ def test_readme_block_is_idempotent_and_text_outside_untouched(tree):
     edited = first.replace("Intro paragraph.", "Intro paragraph, edited.").replace("Text after.", "Other text.")
     (tree / "README.md").write_text(edited)
     data = copy.deepcopy(ALPHA)
-    data["rows"][3]["dice"] = 0.71
+    data["rows"][3] |= {"dice": 0.71, "per_seed": [0.70, 0.71, 0.72]}
+    del data["paired"]
     write_results(tree, "alpha_kd", data)
     assert report(tree) == 0
     new = (tree / "README.md").read_text()
     assert new.split(cr.START)[0] == edited.split(cr.START)[0]
     assert new.split(cr.END)[1] == edited.split(cr.END)[1]
-    assert "KD − baseline = +0.010 (shipped KD student 0.710 vs baseline 0.700)" in new
+    assert "KD − baseline = +0.010 (shipped KD student 0.710 vs baseline 0.700; no paired interval" in new
     assert "+0.050" not in new and new.count(cr.START) == 1 and new.count(cr.HEADING) == 1
 
 
@@ -263,6 +266,11 @@ FILE = "bundles/alpha_kd/docs/results.json"
         (mutate(set_row(0, "dice_std", 0.1)), f"{FILE}: rows[0].dice_std: unknown field"),
         (mutate(set_row(2, "shipped", True)), f"{FILE}: rows[2].shipped: only a kd row can be the shipped student"),
         (mutate(set_row(1, "shipped", True)), f"{FILE}: rows: more than one row is flagged shipped"),
+        (mutate(set_row(3, "per_seed", [0.75, 0.75])), f"{FILE}: rows[3].per_seed: must be a list of 3 number(s)"),
+        (mutate(set_row(3, "per_seed", [0.7, 0.7, 0.7])), f"{FILE}: rows[3].per_seed: averages 0.7000, not dice"),
+        (mutate(lambda d: d["paired"].pop("runs")), f"{FILE}: paired.runs: missing"),
+        (mutate(lambda d: d["paired"].__setitem__("ci95", [0.06, 0.09])), f"{FILE}: paired.ci95: [0.06, 0.09] does"),
+        (mutate(lambda d: d["paired"].__setitem__("cases", 0)), f"{FILE}: paired.cases: must be an integer >= 1"),
     ],
 )
 def test_validation_errors_name_file_and_field(tree, capsys, data, message):

@@ -111,3 +111,47 @@ def test_model_cost_builds_networks_that_live_in_a_bundles_scripts():
     bundle = REPO / "bundles" / "mtms_contrastive_cardiac_mri"
     params, seconds, shape = cost(bundle, ["train.json", "train_teacher.json"], [32, 32, 2], repeats=1)
     assert params == 2_764_741 and seconds > 0 and shape == (32, 32, 2)  # scripts.networks.MultiTaskUNet
+
+
+def test_paired_difference_matches_a_hand_computed_t_interval_over_cases():
+    from tools.measure.paired import paired_difference, sentence
+
+    # two seeds; per-case differences averaged over seeds: a 0.1, b 0.0, c 0.2 -> mean 0.1, sd 0.1
+    baseline = [{"a": 0.5, "b": 0.6, "c": 0.7}, {"a": 0.4, "b": 0.6, "c": 0.6}]
+    kd = [{"a": 0.7, "b": 0.5, "c": 0.9}, {"a": 0.4, "b": 0.7, "c": 0.8}]
+    result = paired_difference(baseline, kd)
+    half = 4.302653 * 0.1 / 3**0.5  # t(0.975, 2 df) * sd / sqrt(3)
+    assert result["difference"] == pytest.approx(0.1)
+    assert result["ci95"] == pytest.approx([0.1 - half, 0.1 + half], abs=1e-5)
+    assert result["per_case"] == pytest.approx({"a": 0.1, "b": 0.0, "c": 0.2})
+    assert result["per_run"] == pytest.approx([0.1, 0.1]) and not result["excludes_zero"]
+    assert "the interval includes 0: no difference shown" in sentence(result)
+    assert result["bootstrap_ci95"][0] <= 0.1 <= result["bootstrap_ci95"][1]
+
+
+def test_paired_difference_pairs_cross_validation_folds_and_names_a_mismatch():
+    from tools.measure.paired import paired_difference
+
+    folds_base = [{"a": 0.5, "b": 0.5}, {"c": 0.5, "d": 0.5}]  # two folds, other test cases in each
+    folds_kd = [{"a": 0.6, "b": 0.7}, {"c": 0.65, "d": 0.65}]
+    result = paired_difference(folds_base, folds_kd)
+    assert result["cases"] == 4 and result["difference"] == pytest.approx(0.15) and result["excludes_zero"]
+    with pytest.raises(ValueError, match="run pair 1: the baseline tested"):
+        paired_difference(folds_base, [folds_kd[0], {"c": 0.6}])
+    with pytest.raises(ValueError, match="give them in pairs"):
+        paired_difference(folds_base, folds_kd[:1])
+
+
+def test_paired_reads_metrics_saver_files_and_writes_its_result(tmp_path, capsys):
+    from tools.measure import paired
+
+    for run, values in (("base", (0.5, 0.6)), ("kd", (0.7, 0.7))):
+        (tmp_path / run).mkdir()
+        rows = "".join(f"/d/case{i}.nii.gz,{v},{v}\n" for i, v in enumerate(values))
+        (tmp_path / run / "test_mean_dice_raw.csv").write_text("filename,class0,mean\n" + rows)
+    out = tmp_path / "paired.json"
+    paired.main(["--baseline", str(tmp_path / "base"), "--kd", str(tmp_path / "kd"), "--json", str(out)])
+    assert "KD − baseline = +0.150" in capsys.readouterr().out
+    assert json.loads(out.read_text())["per_case"] == pytest.approx({"case0": 0.2, "case1": 0.1})
+    with pytest.raises(FileNotFoundError, match="evaluate that run first"):
+        paired.per_case(tmp_path, "test_mean_dice")

@@ -36,8 +36,15 @@ the figure leaves the point out)::
          "seeds": 1,                 # integer >= 1
          "params": 1176402,          # null or integer > 0
          "cpu_s_per_volume": 1.18,   # null or number > 0
+         "per_seed": [0.88, 0.89],   # optional: each seed's value, as many as "seeds", averaging to "dice"
          "shipped": true}            # optional, kd rows only: the student in models/model.pt
-      ]
+      ],
+      "paired": {                    # optional: the shipped (or first) KD row against the baseline,
+        "difference": 0.012,         #   paired by test case and seed (python -m tools.measure.paired);
+        "ci95": [-0.01, 0.034],      #   its 95 % interval, around the difference
+        "cases": 16,                 #   integer >= 1: test cases
+        "runs": 3,                   #   integer >= 1: run pairs (seeds, times folds)
+        ...}                         #   any further keys of that tool's output are kept as they are
     }
 
 Each file needs at least one teacher row (a method may have several teachers), exactly one
@@ -67,8 +74,9 @@ README = "README.md"
 MINUS = "\u2212"
 NOT_MEASURED = "\u2013"
 TOP_KEYS = ("method", "dataset", "metric", "hardware", "rows")
+OPTIONAL_TOP_KEYS = ("paired",)
 ROW_KEYS = ("role", "model", "dice", "dice_sd", "seeds", "params", "cpu_s_per_volume")
-OPTIONAL_ROW_KEYS = ("shipped",)
+OPTIONAL_ROW_KEYS = ("per_seed", "shipped")
 FIGURE_ALT = (
     "Test Dice against parameters and CPU time per volume: teacher, baseline student and KD student of each method"
 )
@@ -89,6 +97,22 @@ class Row:
     params: int | None
     cpu_s_per_volume: float | None
     shipped: bool = False
+    per_seed: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The paired KD − baseline difference with its 95 % interval."""
+
+    difference: float
+    low: float
+    high: float
+    cases: int
+    runs: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
 
 
 @dataclass(frozen=True)
@@ -99,6 +123,7 @@ class Results:
     metric: str
     hardware: str
     rows: tuple[Row, ...]
+    paired: Paired | None = None
 
     def by_role(self, role: str) -> list[Row]:
         return [r for r in self.rows if r.role == role]
@@ -154,6 +179,12 @@ def _row(data: object, where: str) -> Row:
         raise ReportError(f"{where}.shipped: must be true or false, got {shipped!r}")
     if shipped and role != "kd":
         raise ReportError(f"{where}.shipped: only a kd row can be the shipped student (this row is {role!r})")
+    per_seed = data.get("per_seed")
+    if per_seed is not None:
+        if not isinstance(per_seed, list) or len(per_seed) != seeds or not all(_is_number(v) for v in per_seed):
+            raise ReportError(f"{where}.per_seed: must be a list of {seeds} number(s), one per seed, got {per_seed!r}")
+        if abs(sum(per_seed) / len(per_seed) - dice) > 5e-4:
+            raise ReportError(f"{where}.per_seed: averages {sum(per_seed) / len(per_seed):.4f}, not dice {dice}")
     return Row(
         role,
         model,
@@ -163,7 +194,28 @@ def _row(data: object, where: str) -> Row:
         params,
         None if cpu is None else float(cpu),
         shipped,
+        None if per_seed is None else tuple(float(v) for v in per_seed),
     )
+
+
+def _paired(data: object, where: str) -> Paired:
+    """The validated ``paired`` object; ``where`` is ``<file>: paired``."""
+    if not isinstance(data, dict):
+        raise ReportError(f"{where}: must be a JSON object")
+    for key in ("difference", "ci95", "cases", "runs"):
+        if key not in data:
+            raise ReportError(f"{where}.{key}: missing")
+    difference, interval = data["difference"], data["ci95"]
+    if not _is_number(difference):
+        raise ReportError(f"{where}.difference: must be a number, got {difference!r}")
+    if not (isinstance(interval, list) and len(interval) == 2 and all(_is_number(v) for v in interval)):
+        raise ReportError(f"{where}.ci95: must be [low, high], got {interval!r}")
+    if not interval[0] <= difference <= interval[1]:
+        raise ReportError(f"{where}.ci95: {interval} does not hold the difference {difference}")
+    for key in ("cases", "runs"):
+        if not _is_int(data[key]) or data[key] < 1:
+            raise ReportError(f"{where}.{key}: must be an integer >= 1, got {data[key]!r}")
+    return Paired(float(difference), float(interval[0]), float(interval[1]), data["cases"], data["runs"])
 
 
 def load_results(path: Path, name: str | None = None) -> Results:
@@ -181,8 +233,8 @@ def load_results(path: Path, name: str | None = None) -> Results:
         if key not in data:
             raise ReportError(f"{name}: {key}: missing")
     for key in data:
-        if key not in TOP_KEYS:
-            raise ReportError(f"{name}: {key}: unknown field (expected {', '.join(TOP_KEYS)})")
+        if key not in TOP_KEYS + OPTIONAL_TOP_KEYS:
+            raise ReportError(f"{name}: {key}: unknown field (expected {', '.join(TOP_KEYS + OPTIONAL_TOP_KEYS)})")
     for key in TOP_KEYS[:-1]:
         if not isinstance(data[key], str) or not data[key].strip():
             raise ReportError(f"{name}: {key}: must be a non-empty string")
@@ -200,7 +252,8 @@ def load_results(path: Path, name: str | None = None) -> Results:
         raise ReportError(f"{name}: rows: more than one row is flagged shipped")
     rows.sort(key=lambda r: ROLES.index(r.role))  # stable: each role keeps the file's order
     bundle = path.parent.parent.name
-    return Results(bundle, data["method"], data["dataset"], data["metric"], data["hardware"], tuple(rows))
+    paired = _paired(data["paired"], f"{name}: paired") if "paired" in data else None
+    return Results(bundle, data["method"], data["dataset"], data["metric"], data["hardware"], tuple(rows), paired)
 
 
 def collect(root: Path) -> list[Results]:
@@ -217,7 +270,10 @@ def _cell(text: str) -> str:
 
 def format_dice(row: Row) -> str:
     sd = "" if row.dice_sd is None else f" ± {row.dice_sd:.3f}"
-    return f"{row.dice:.3f}{sd} ({row.seeds} seed{'' if row.seeds == 1 else 's'})"
+    seeds = f"{row.seeds} seed{'' if row.seeds == 1 else 's'}"
+    if row.per_seed is not None and row.seeds > 1:
+        seeds += ": " + ", ".join(f"{v:.3f}" for v in row.per_seed)
+    return f"{row.dice:.3f}{sd} ({seeds})"
 
 
 def format_params(params: int | None) -> str:
@@ -265,10 +321,21 @@ def delta_lines(results: list[Results]) -> str:
     for res in results:
         kd, base = res.main_kd, res.baseline
         which = "shipped KD student" if kd.shipped else "first KD row"
-        lines.append(
-            f"- {res.method} (`bundles/{res.bundle}`, {res.metric}): KD {MINUS} baseline = "
-            f"{format_delta(kd.dice - base.dice)} ({which} {kd.dice:.3f} vs baseline {base.dice:.3f})"
-        )
+        line = f"- {res.method} (`bundles/{res.bundle}`, {res.metric}): KD {MINUS} baseline = "
+        if res.paired is None:
+            line += (
+                f"{format_delta(kd.dice - base.dice)} ({which} {kd.dice:.3f} vs baseline {base.dice:.3f}; "
+                "no paired interval measured yet)"
+            )
+        else:
+            paired = res.paired
+            verdict = "excludes 0" if paired.excludes_zero else "includes 0: no difference shown"
+            line += (
+                f"{format_delta(paired.difference)}, paired over {paired.cases} test cases × {paired.runs} run(s), "
+                f"95 % CI {format_delta(paired.low)} to {format_delta(paired.high)}: the interval {verdict} "
+                f"({which} {kd.dice:.3f} vs baseline {base.dice:.3f})"
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 

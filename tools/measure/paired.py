@@ -1,0 +1,122 @@
+"""The paired KD − baseline difference over test cases and seeds, with its 95 % interval.
+
+    python -m tools.measure.paired --metric test_mean_dice \\
+        --baseline runs/seed0_baseline runs/seed1_baseline runs/seed2_baseline \\
+        --kd runs/seed0_kd runs/seed1_kd runs/seed2_kd [--json paired.json]
+
+Each folder holds ``<metric>_raw.csv`` (MONAI's ``MetricsSaver``: one row per test case, the last
+column its value). Folders pair up in the order given (the same seed, and for cross-validation
+the same fold, at the same position in both lists), and within a pair cases pair up by file name.
+For every case the KD − baseline difference is averaged over the seeds that tested it; the
+interval is Student's t over those per-case differences (the cases are the unit a new hospital
+draws from; seeds are averaged inside each case), and a percentile bootstrap over cases and seeds
+is printed beside it as a check. The answer says plainly whether the interval excludes zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import random
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from scipy import stats
+
+
+def per_case(folder: Path, metric: str) -> dict[str, float]:
+    """``{case: value}`` from ``<folder>/<metric>_raw.csv`` (the case named by its file name)."""
+    path = folder / f"{metric}_raw.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: evaluate that run first (evaluate.json writes it).")
+    with open(path) as f:
+        rows = list(csv.reader(f))[1:]
+    return {Path(row[0].split()[-1]).name.split(".nii")[0]: float(row[-1]) for row in rows}
+
+
+def paired_difference(
+    baseline: list[dict[str, float]], kd: list[dict[str, float]], resamples: int = 10_000, seed: int = 0
+) -> dict:
+    """The mean KD − baseline difference over cases (each case's difference averaged over the runs
+    that tested it), its 95 % t interval over cases, a bootstrap interval over cases and runs, and
+    the mean difference of each run pair.
+
+    Example::
+
+        >>> base = [{"a": 0.5, "b": 0.6, "c": 0.7}]
+        >>> paired_difference(base, [{"a": 0.6, "b": 0.6, "c": 0.9}])["difference"]  # (0.1 + 0 + 0.2) / 3
+        0.1
+    """
+    if len(baseline) != len(kd) or not baseline:
+        raise ValueError(f"{len(baseline)} baseline run(s) and {len(kd)} KD run(s): give them in pairs.")
+    by_case: dict[str, list[float]] = defaultdict(list)
+    per_run = []
+    for index, (base_run, kd_run) in enumerate(zip(baseline, kd, strict=True)):
+        if set(base_run) != set(kd_run):
+            raise ValueError(
+                f"run pair {index}: the baseline tested {sorted(base_run)}, the KD student {sorted(kd_run)}; "
+                "pair runs of the same fold."
+            )
+        differences = {case: kd_run[case] - base_run[case] for case in base_run}
+        per_run.append(statistics.mean(differences.values()))
+        for case, difference in differences.items():
+            by_case[case].append(difference)
+    cases = {case: statistics.mean(values) for case, values in sorted(by_case.items())}
+    values = list(cases.values())
+    mean = statistics.mean(values)
+    if len(values) > 1:
+        half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+        interval = [float(mean - half), float(mean + half)]
+    else:
+        interval = [math.nan, math.nan]
+    rng = random.Random(seed)
+    names, runs = list(by_case), len(baseline)
+    boot = []
+    for _ in range(resamples):
+        drawn = [rng.choice(names) for _ in names]
+        boot.append(statistics.mean(by_case[case][rng.randrange(len(by_case[case]))] for case in drawn))
+    boot.sort()
+    return {
+        "difference": round(mean, 6),
+        "ci95": [round(v, 6) for v in interval],
+        "method": "t over test cases (each averaged over seeds)",
+        "bootstrap_ci95": [round(boot[int(0.025 * resamples)], 6), round(boot[int(0.975 * resamples) - 1], 6)],
+        "excludes_zero": bool(interval[0] > 0 or interval[1] < 0),
+        "cases": len(values),
+        "runs": runs,
+        "per_run": [round(v, 6) for v in per_run],
+        "per_case": {case: round(v, 6) for case, v in cases.items()},
+    }
+
+
+def sentence(result: dict) -> str:
+    low, high = result["ci95"]
+    verdict = "excludes 0" if result["excludes_zero"] else "includes 0: no difference shown"
+    return (
+        f"KD − baseline = {result['difference']:+.3f} (95 % CI {low:+.3f} to {high:+.3f}; {result['cases']} test cases "
+        f"× {result['runs']} run pair(s); the interval {verdict})"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metric", default="test_mean_dice")
+    parser.add_argument("--baseline", nargs="+", required=True, type=Path, help="evaluation folders, one per run")
+    parser.add_argument("--kd", nargs="+", required=True, type=Path, help="the same runs' KD students, same order")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args(argv)
+    result = paired_difference(
+        [per_case(f, args.metric) for f in args.baseline], [per_case(f, args.metric) for f in args.kd]
+    )
+    print(sentence(result))
+    print(f"bootstrap over cases and runs: {result['bootstrap_ci95'][0]:+.3f} to {result['bootstrap_ci95'][1]:+.3f}")
+    print("per run pair: " + ", ".join(f"{v:+.3f}" for v in result["per_run"]))
+    if args.json:
+        args.json.write_text(json.dumps(result | {"metric": args.metric}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
