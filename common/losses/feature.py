@@ -7,6 +7,14 @@ import torch
 from common.losses.base import MapDistillationLoss, check_temperature, softmax_kl
 
 MODES = ("kl", "mse")
+NORMALISATIONS = (None, "standardize")
+
+
+def standardize(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each channel of each sample z-scored over its spatial positions: zero mean, unit variance."""
+    flat = features.float().flatten(2)
+    mean, std = flat.mean(2, keepdim=True), flat.std(2, unbiased=False, keepdim=True)
+    return ((flat - mean) / (std + eps)).reshape(features.shape)
 
 
 class FeatureDistillationLoss(MapDistillationLoss):
@@ -17,9 +25,15 @@ class FeatureDistillationLoss(MapDistillationLoss):
     ``T^2 * KL(softmax(f_t / T) || softmax(f_s / T))``.
     ``mode="mse"``: ``(f_s - f_t)^2`` element-wise.
 
+    With ``normalize="standardize"`` both maps are first z-scored per sample and channel over their
+    spatial positions, ``z(f) = (f - mean_x f) / std_x f``: the term then compares the maps' shapes,
+    not their scales, so its size no longer depends on how large the raw features of a layer are
+    (a raw-feature term can dwarf the segmentation loss).
+
     Args:
         mode: ``"kl"`` or ``"mse"``.
         temperature: ``T > 0`` for ``"kl"``.
+        normalize: ``None`` or ``"standardize"``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (shape (B, 1, *spatial) for kl, input shape for mse).
         resize, grid: see :class:`~common.losses.base.MapDistillationLoss`.
 
@@ -38,15 +52,21 @@ class FeatureDistillationLoss(MapDistillationLoss):
         reduction: str = "mean",
         resize: str | None = None,
         grid: str = "teacher",
+        normalize: str | None = None,
     ) -> None:
         super().__init__(reduction, resize, grid)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        if normalize not in NORMALISATIONS:
+            raise ValueError(f"normalize must be one of {NORMALISATIONS}, got {normalize!r}.")
         self.mode = mode
         self.temperature = check_temperature(temperature)
+        self.normalize = normalize
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         student, teacher = self.align(student, teacher)
+        if self.normalize == "standardize":
+            student, teacher = standardize(student), standardize(teacher)
         if self.mode == "mse":
             values = (student.float() - teacher.float()).pow(2)
         else:

@@ -393,3 +393,15 @@ def test_terms_reading_the_label_see_the_labelled_samples_only():
     total, terms = loss({"student": student, "teacher": teacher, "label": label, "labelled": none})
     assert terms["seg"].item() == 0.0 and terms["seg"].requires_grad  # kept in the graph (DDP sees every input)
     assert total.item() == pytest.approx(terms["kd"].item())
+
+
+def test_standardized_feature_matching_compares_shapes_not_scales():
+    s = torch.tensor([[[[1.0, 3.0]]]])  # (1, 1, 1, 2): z-scores -1, 1
+    t = torch.tensor([[[[10.0, 50.0]]]])  # another scale, the same shape: z-scores -1, 1
+    loss = FeatureDistillationLoss("mse", normalize="standardize")
+    assert loss(s, t).item() == pytest.approx(0.0, abs=1e-6)
+    flipped = torch.tensor([[[[50.0, 10.0]]]])  # z-scores 1, -1: squared differences 4, 4
+    assert loss(s, flipped).item() == pytest.approx(4.0, rel=1e-4)
+    assert FeatureDistillationLoss("mse")(s, t).item() == pytest.approx((81 + 47**2) / 2)
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        FeatureDistillationLoss("mse", normalize="l2")

@@ -129,3 +129,24 @@ def test_tumour_ct_datalists_from_kits19_and_lits_layouts(tmp_path, capsys):
     assert nib.load(image).shape == (6, 32, 32)
     ras = Orientation("RAS")(LoadImage(image_only=True, ensure_channel_first=True)(image))
     assert ras.shape == (1, 32, 32, 6) and float(np.asarray(ras).min()) < -500
+
+
+def test_cross_validation_folds_test_every_case_once_and_keep_validation_apart(tmp_path):
+    cases = [{"image": f"c{i:02d}"} for i in range(10)]
+    folds = [split_datalist.cross_validation_fold(cases, 4, fold, 2, seed=0) for fold in range(4)]
+    tested = [c["image"] for f in folds for c in f["test"]]
+    assert sorted(tested) == [c["image"] for c in cases]  # each case tested exactly once
+    assert [len(f["test"]) for f in folds] == [3, 3, 2, 2]
+    for f in folds:
+        names = [[c["image"] for c in f[key]] for key in ("training", "validation", "test")]
+        assert len(names[1]) == 2 and sum(map(len, names)) == 10 and len(set().union(*map(set, names))) == 10
+    assert folds[1] == split_datalist.cross_validation_fold(cases, 4, 1, 2, seed=0)
+    assert folds[1]["test"] != split_datalist.cross_validation_fold(cases, 4, 1, 2, seed=1)["test"]
+    with pytest.raises(ValueError, match="fold 4 of 4 folds"):
+        split_datalist.cross_validation_fold(cases, 4, 4, 2, seed=0)
+    source = tmp_path / "dataset.json"
+    source.write_text(json.dumps({"training": cases}))
+    split_datalist.main(
+        ["--datalist", str(source), "--out", str(tmp_path / "f2.json"), "--val", "2", "--folds", "4", "--fold", "2"]
+    )
+    assert json.loads((tmp_path / "f2.json").read_text())["test"] == folds[2]["test"]
