@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.helpers import BUNDLES, bundle_module, run_fails
+from tests.helpers import BUNDLES, bundle_module, logged_terms, run_bundle, run_fails
 
 NAME = "kdnet_brats_mri"
 pytestmark = pytest.mark.xdist_group(NAME)  # the worker that trains this bundle for the contract tests
@@ -32,3 +32,16 @@ def test_select_channels_keeps_order_and_reports_out_of_range():
     assert transforms.SelectChannelsd("image", [2, 0])(data)["image"].flatten().tolist() == [2.0, 0.0]
     with pytest.raises(ValueError, match=r"channel index \[3\] out of range: 'image' has 2 channel\(s\) \(FLAIR, T1\)"):
         transforms.SelectChannelsd("image", [3], names=["FLAIR", "T1"])({"image": torch.zeros(2, 1, 1, 1)})
+
+
+def test_the_paper_style_setting_is_a_named_overlay(trained, tmp_path):
+    from monai.bundle import ConfigParser
+
+    bundle = trained(NAME)
+    overrides = bundle.profile.overrides(bundle.data, model_dir=str(tmp_path), run_name="paper")
+    log = run_bundle(bundle.root, ["train.json", "train_paper.json"], **overrides)
+    assert set(logged_terms(log)) == {"seg", "kd", "latent"}
+    parser = ConfigParser()
+    parser.read_config([str(bundle.root / "configs" / f) for f in ("train.json", "train_paper.json")])
+    latent = parser.get_parsed_content("latent_term#loss")
+    assert (latent.mode, latent.temperature, latent.normalize, parser["latent_weight"]) == ("kl", 1.0, None, 0.1)

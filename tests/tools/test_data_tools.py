@@ -150,3 +150,22 @@ def test_cross_validation_folds_test_every_case_once_and_keep_validation_apart(t
         ["--datalist", str(source), "--out", str(tmp_path / "f2.json"), "--val", "2", "--folds", "4", "--fold", "2"]
     )
     assert json.loads((tmp_path / "f2.json").read_text())["test"] == folds[2]["test"]
+
+
+def test_only_keeps_the_items_of_one_kind(tmp_path, capsys):
+    items = [{"image": f"c{i}", "t1_kind": "T1" if i < 6 else "T1c"} for i in range(9)]
+    source = tmp_path / "dataset.json"
+    source.write_text(json.dumps({"training": items}))
+    out = tmp_path / "native.json"
+    split_datalist.main(
+        ["--datalist", str(source), "--out", str(out), "--val", "1", "--test", "1", "--only", "t1_kind=T1"]
+    )
+    split = json.loads(out.read_text())
+    assert sorted(c["image"] for key in ("training", "validation", "test") for c in split[key]) == [
+        f"c{i}" for i in range(6)
+    ]
+    with pytest.raises(SystemExit):
+        split_datalist.main(
+            ["--datalist", str(source), "--out", str(out), "--val", "1", "--test", "1", "--only", "t1_kind=T2"]
+        )
+    assert "no item of 'training' has t1_kind = 'T2'" in capsys.readouterr().err
