@@ -104,6 +104,7 @@ class DistillationTrainer(SupervisedTrainer):
         student = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
         self.student_taps, self.teacher_taps = self._make_taps(student, loss_function.required_inputs)
         self._teacher_outputs: dict[str, torch.Tensor] = {}
+        self._batchdata: Mapping[str, Any] = {}
         super().__init__(device, max_epochs, train_data_loader, network, optimizer, self._compute_loss, **kwargs)
 
     def _make_taps(self, student: nn.Module, required: set[str]) -> tuple[FeatureTaps, dict[str, FeatureTaps]]:
@@ -145,10 +146,11 @@ class DistillationTrainer(SupervisedTrainer):
             for taps in (self.student_taps, *self.teacher_taps.values()):
                 open_taps.enter_context(taps)
             self._teacher_outputs = self._run_teachers(batchdata)
+            self._batchdata = batchdata
             try:
                 yield
             finally:
-                self._teacher_outputs = {}
+                self._teacher_outputs, self._batchdata = {}, {}
 
     def _iteration(self, engine: DistillationTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
         with self._teachers_run_on(batchdata):
@@ -195,7 +197,7 @@ class DistillationTrainer(SupervisedTrainer):
 
     def _compute_loss(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         # the network's input as the parent trainer already moved it to the device
-        inputs = self._loss_inputs(pred, label, self.state.output[Keys.IMAGE], self.state.batch)
+        inputs = self._loss_inputs(pred, label, self.state.output[Keys.IMAGE], self._batchdata)
         total, terms = self._loss_call(inputs)
         self.state.output.update({f"loss_{name}": value.detach() for name, value in terms.items()})
         if self.diagnostics_interval and self.state.iteration % self.diagnostics_interval == 0:

@@ -1,5 +1,6 @@
 """``tools.measure``: result tables, pseudo-label quality, model cost and the DDP comparison's log reader."""
 
+import argparse
 import json
 
 import numpy as np
@@ -155,3 +156,20 @@ def test_paired_reads_metrics_saver_files_and_writes_its_result(tmp_path, capsys
     assert json.loads(out.read_text())["per_case"] == pytest.approx({"case0": 0.2, "case1": 0.1})
     with pytest.raises(FileNotFoundError, match="evaluate that run first"):
         paired.per_case(tmp_path, "test_mean_dice")
+
+
+def test_benchmark_times_each_step_of_a_bundle_with_its_own_networks():
+    from tools.measure import benchmark_kd
+
+    args = argparse.Namespace(
+        bundle="mtms_contrastive_cardiac_mri",
+        configs=[],
+        shape=[32, 32],
+        batch=2,
+        steps=1,
+        warmup=0,
+        device="cpu",
+        amp=False,
+    )
+    seconds = benchmark_kd.measure_times(args)
+    assert set(seconds) == set(benchmark_kd.MODES) and all(value > 0 for value in seconds.values())

@@ -3,9 +3,11 @@
 For a bundle's ``train.json`` (plus ``--configs`` overlays) it times (median over ``--steps`` after
 ``--warmup``): the plain student training step (the loss of ``train_baseline.json``, same engine,
 no teacher), the teacher forward pass
-(no_grad), and the distillation training step (``DistillationTrainer`` iteration, teacher
-included), then the ratio ``KD step / (student step + teacher forward)``: 1.0 is the floor (the
-work cannot be avoided), above it is the trainer's own overhead. The three timings interleave
+(no_grad), the distillation training step (``DistillationTrainer`` iteration, teacher
+included) and the same step measuring every term's gradient (``diagnostics_interval``), then the
+ratio ``KD step / (student step + teacher forward)``: 1.0 is the floor (the work cannot be
+avoided), above it is the trainer's own overhead; and what the diagnostics add, per measured
+iteration and averaged at ``--diagnostics_interval``. The three timings interleave
 batch by batch in one process. Peak memory is taken in one process per measurement: CUDA
 ``max_memory_allocated``, or on CPU the growth of the process's peak RSS over what networks and
 batches already held.
@@ -39,7 +41,7 @@ from tools.bundle.isolation import bundle_scripts
 from tools.measure.model_cost import input_channels
 
 REPO = Path(__file__).resolve().parents[2]
-MODES = ("student_step", "teacher_forward", "kd_step")
+MODES = ("student_step", "teacher_forward", "kd_step", "kd_step_diagnosed")
 
 
 def peak_rss_mb() -> float:
@@ -98,16 +100,21 @@ def build_steps(args: argparse.Namespace, device: torch.device) -> tuple[dict, l
             teacher(batch[teacher_key].to(device))
 
     plain = trainer(DistillationTrainer, loss_function=baseline.get_parsed_content("loss").to(device), teachers={})
-    kd = trainer(
-        DistillationTrainer,
-        loss_function=parser.get_parsed_content("loss").to(device),
-        teachers=teacher,
-        teacher_input_key=teacher_key,
+    kd, diagnosed = (
+        trainer(
+            DistillationTrainer,
+            loss_function=parser.get_parsed_content("loss", lazy=False).to(device),
+            teachers=teacher,
+            teacher_input_key=teacher_key,
+            diagnostics_interval=interval,
+        )
+        for interval in (0, 1)
     )
     steps = {
         "student_step": lambda b: plain._iteration(plain, b),
         "teacher_forward": teacher_forward,
         "kd_step": lambda b: kd._iteration(kd, b),
+        "kd_step_diagnosed": lambda b: diagnosed._iteration(diagnosed, b),
     }
     return steps, batches
 
@@ -152,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", action="store_true")
+    parser.add_argument("--diagnostics_interval", type=int, default=50, help="the interval the overhead is stated for")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one measurement, in a child process
     args = parser.parse_args(argv)
     if args.mode:
@@ -175,6 +183,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{mode:18s} {1000 * seconds[mode]:9.1f} {peaks[mode]:24.0f}")
     ratio = seconds["kd_step"] / (seconds["student_step"] + seconds["teacher_forward"])
     print(f"ratio KD step / (student step + teacher forward) = {ratio:.3f}  (floor 1.0, target <= 1.10)")
+    extra = seconds["kd_step_diagnosed"] / seconds["kd_step"] - 1
+    print(
+        f"diagnostics: a measured iteration costs {extra:+.0%} of a KD step; "
+        f"at --diagnostics_interval {args.diagnostics_interval}: {extra / args.diagnostics_interval:+.1%} on average"
+    )
 
 
 if __name__ == "__main__":
