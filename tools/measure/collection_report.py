@@ -147,16 +147,21 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _check_keys(data: dict, required: tuple, optional: tuple, where: str, missing: str = "missing") -> None:
+    """Every required key present and no other than the optional ones; ``where`` prefixes the field."""
+    for key in required:
+        if key not in data:
+            raise ReportError(f"{where}{key}: {missing}")
+    for key in data:
+        if key not in required + optional:
+            raise ReportError(f"{where}{key}: unknown field (expected {', '.join(required + optional)})")
+
+
 def _row(data: object, where: str) -> Row:
     """One validated row; ``where`` is ``<file>: rows[i]``."""
     if not isinstance(data, dict):
         raise ReportError(f"{where}: must be a JSON object")
-    for key in ROW_KEYS:
-        if key not in data:
-            raise ReportError(f"{where}.{key}: missing (use null for a value that was not measured)")
-    for key in data:
-        if key not in ROW_KEYS + OPTIONAL_ROW_KEYS:
-            raise ReportError(f"{where}.{key}: unknown field (expected {', '.join(ROW_KEYS + OPTIONAL_ROW_KEYS)})")
+    _check_keys(data, ROW_KEYS, OPTIONAL_ROW_KEYS, f"{where}.", "missing (use null for a value that was not measured)")
     role, model, dice, sd = data["role"], data["model"], data["dice"], data["dice_sd"]
     seeds, params, cpu, shipped = data["seeds"], data["params"], data["cpu_s_per_volume"], data.get("shipped", False)
     if role not in ROLES:
@@ -229,12 +234,7 @@ def load_results(path: Path, name: str | None = None) -> Results:
         raise ReportError(f"{name}: cannot be read: {e}") from None
     if not isinstance(data, dict):
         raise ReportError(f"{name}: the top level must be a JSON object")
-    for key in TOP_KEYS:
-        if key not in data:
-            raise ReportError(f"{name}: {key}: missing")
-    for key in data:
-        if key not in TOP_KEYS + OPTIONAL_TOP_KEYS:
-            raise ReportError(f"{name}: {key}: unknown field (expected {', '.join(TOP_KEYS + OPTIONAL_TOP_KEYS)})")
+    _check_keys(data, TOP_KEYS, OPTIONAL_TOP_KEYS, f"{name}: ")
     for key in TOP_KEYS[:-1]:
         if not isinstance(data[key], str) or not data[key].strip():
             raise ReportError(f"{name}: {key}: must be a non-empty string")
