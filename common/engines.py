@@ -156,14 +156,12 @@ class DistillationTrainer(SupervisedTrainer):
         with self._teachers_run_on(batchdata):
             return super()._iteration(engine, batchdata)
 
-    def _loss_inputs(
-        self, pred: torch.Tensor, label: torch.Tensor, image: torch.Tensor, batchdata: Mapping[str, Any]
-    ) -> dict[str, torch.Tensor]:
-        """Every tensor a loss term may read, by its key (:mod:`common.keys`), and the batch's
+    def _loss_inputs(self, pred: torch.Tensor, label: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every tensor a loss term may read, by its key (:mod:`common.keys`), and the current batch's
         ``"labelled"`` mask when it has one."""
         inputs = {STUDENT: pred, LABEL: label, IMAGE: image, **self._teacher_outputs}
-        if LABELLED in batchdata:
-            inputs[LABELLED] = torch.as_tensor(batchdata[LABELLED], device=pred.device)
+        if LABELLED in self._batchdata:
+            inputs[LABELLED] = torch.as_tensor(self._batchdata[LABELLED], device=pred.device)
         inputs.update({feature_key(STUDENT, layer): f for layer, f in self.student_taps.features.items()})
         for name in self.teachers:
             output = self._teacher_outputs[name]
@@ -185,7 +183,7 @@ class DistillationTrainer(SupervisedTrainer):
             image, label = batch[0], batch[1]
             with self._autocast():
                 pred = self.inferer(image, self.network)
-                _, terms = self.distillation_loss(self._loss_inputs(pred, label, image, batchdata))
+                _, terms = self.distillation_loss(self._loss_inputs(pred, label, image))
             measured = {f"loss_{name}": float(value.detach()) for name, value in terms.items()}
             measured |= term_gradients(terms, list(self.network.parameters()), self.reference_term)
             labelled = torch.as_tensor(batchdata.get(LABELLED, [1] * len(label))).bool().to(label.device)
@@ -197,8 +195,7 @@ class DistillationTrainer(SupervisedTrainer):
 
     def _compute_loss(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         # the network's input as the parent trainer already moved it to the device
-        inputs = self._loss_inputs(pred, label, self.state.output[Keys.IMAGE], self._batchdata)
-        total, terms = self._loss_call(inputs)
+        total, terms = self._loss_call(self._loss_inputs(pred, label, self.state.output[Keys.IMAGE]))
         self.state.output.update({f"loss_{name}": value.detach() for name, value in terms.items()})
         if self.diagnostics_interval and self.state.iteration % self.diagnostics_interval == 0:
             self.state.output.update(term_gradients(terms, list(self.network.parameters()), self.reference_term))
