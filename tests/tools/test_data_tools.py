@@ -169,3 +169,17 @@ def test_only_keeps_the_items_of_one_kind(tmp_path, capsys):
             ["--datalist", str(source), "--out", str(out), "--val", "1", "--test", "1", "--only", "t1_kind=T2"]
         )
     assert "no item of 'training' has t1_kind = 'T2'" in capsys.readouterr().err
+
+
+def test_synthetic_brain_phantoms_make_t1_distractors_fainter_by_the_cue_only(tmp_path):
+    for name, cue in (("plain", "0"), ("cue", "0.3")):
+        args = ["--out", str(tmp_path / name), "--cases", "3", "--size", "24", "--val", "1", "--test", "1"]
+        synthetic_brats.main([*args, "--t1_cue", cue])
+    case = json.loads((tmp_path / "cue" / "dataset.json").read_text())["training"][0]
+    plain, cued = ({f: np.asarray(nib.load(tmp_path / n / f).dataobj) for f in case["image"]} for n in ("plain", "cue"))
+    flair, t1 = case["image"]
+    np.testing.assert_array_equal(plain[flair], cued[flair])  # the same draws: only the distractors change
+    lift = cued[t1] - plain[t1]  # 0.3 of the x100 intensity scale on the distractors, smoothed
+    assert lift.min() > -1e-3 and 10 < lift.max() <= 30.001
+    label = np.asarray(nib.load(tmp_path / "cue" / case["label"]).dataobj) > 0
+    assert lift[label].mean() < 0.1 * lift[lift > 1].mean()

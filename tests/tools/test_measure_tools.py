@@ -173,3 +173,52 @@ def test_benchmark_times_each_step_of_a_bundle_with_its_own_networks():
     )
     seconds = benchmark_kd.measure_times(args)
     assert set(seconds) == set(benchmark_kd.MODES) and all(value > 0 for value in seconds.values())
+
+
+def test_paired_reads_file_names_that_hold_line_breaks(tmp_path):
+    from tools.measure import paired
+
+    # MetricsSaver writes names unquoted; these BraTS-style folders hold a line break
+    rows = "/d/Case_id: A\nSubject_id: A/Case_id: A\nSubject_id: A_flair.nii.gz,0.5,0.5\n/d/B/B_flair.nii.gz,nan,0.25\n"
+    (tmp_path / "m_raw.csv").write_text("filename,class0,mean\n" + rows)
+    assert paired.per_case(tmp_path, "m") == {"A_flair": 0.5, "B_flair": 0.25}
+    (tmp_path / "m_raw.csv").write_text("filename,class0,mean\n/d/C/C.nii.gz,0.5\n")
+    with pytest.raises(ValueError, match="has no 2 values"):
+        paired.per_case(tmp_path, "m")
+
+
+def test_cv_study_pools_folds_per_seed_and_pairs_each_arm_with_the_baseline(tmp_path, capsys):
+    import torch
+
+    from tools.measure import cv_study
+
+    def evaluated(run: str, values: dict[str, float], best: float) -> None:
+        folder = tmp_path / f"evaluate_{run}"
+        folder.mkdir()
+        lines = [f"/d/{case}.nii.gz,{v},{v}" for case, v in values.items()]
+        (folder / "val_mean_dice_raw.csv").write_text("filename,class0,mean\n" + "\n".join(lines) + "\n")
+        (tmp_path / run).mkdir()
+        tracker = {"_saved": [(best, "model_key_metric.pt")]}
+        for epoch in (9, 10):  # the newest checkpoint holds the run's best validation Dice
+            torch.save(
+                {"best_model_tracker": tracker | {"_saved": [(best - 10 + epoch, "x.pt")]}},
+                tmp_path / run / f"checkpoint_epoch={epoch}.pt",
+            )
+
+    evaluated("f0_teacher", {"a": 0.9, "b": 0.8}, 0.95)
+    evaluated("f1_teacher", {"c": 0.9, "d": 0.8}, 0.85)
+    for seed, shift in ((0, 0.0), (1, 0.1)):
+        evaluated(f"f0_baseline_s{seed}", {"a": 0.5 + shift, "b": 0.6}, 0.6)
+        evaluated(f"f1_baseline_s{seed}", {"c": 0.7, "d": 0.4}, 0.5)
+        evaluated(f"f0_kd_s{seed}", {"a": 0.6 + shift, "b": 0.6}, 0.7)
+    evaluated("f1_kd_s0", {"c": 0.9, "d": 0.4}, 0.7)
+    cv_study.main([str(tmp_path), "--json", str(tmp_path / "study.json")])
+    summary = json.loads((tmp_path / "study.json").read_text())
+    # seed 0 of the baseline: mean of a, b, c, d = (0.5 + 0.6 + 0.7 + 0.4) / 4; seed 1: (0.6 + 0.6 + 0.7 + 0.4) / 4
+    assert summary["baseline"]["per_seed"] == {"0": 0.55, "1": 0.575}
+    assert summary["baseline"]["validation_dice"] == pytest.approx(0.55) and summary["teacher"]["runs"] == 2
+    # kd pairs f0_s0, f0_s1, f1_s0: case a +0.1 (both seeds), b 0, c +0.2, d 0 -> mean 0.075
+    assert summary["kd"]["paired"]["difference"] == pytest.approx(0.075)
+    assert summary["kd"]["paired"]["run_pairs"] == ["f0_s0", "f0_s1", "f1_s0"]
+    assert summary["kd"]["complete"] and summary["kd"]["seeds"] == [0, 1]
+    assert "| teacher | 2 | 0,1 | 0 | 0.900 | 0.850 |" in capsys.readouterr().out

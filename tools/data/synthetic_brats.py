@@ -3,10 +3,13 @@
 Each case is a head-like ellipsoid with smooth texture and one to three lesions. The lesion is
 clearly visible in the first modality ("flair": strong contrast) and faint in the second ("t1":
 weak contrast under noise, plus lesion-like distractor blobs), so a student reading only "t1" is
-genuinely weaker than a teacher reading both. Files follow the BraTS naming
-``<case>/<case>_<modality>.nii.gz`` and ``<case>_seg.nii.gz`` (labels 0/1).
+genuinely weaker than a teacher reading both. ``--t1_cue`` makes the distractors that much fainter
+than the lesion in "t1" (0, the default: as dark as the lesion): a weak but learnable cue, which a
+student can learn from few labels only poorly and a teacher's maps on many images can amplify.
+Files follow the BraTS naming ``<case>/<case>_<modality>.nii.gz`` and ``<case>_seg.nii.gz`` (labels 0/1).
 
     python -m tools.data.synthetic_brats --out /tmp/phantoms --cases 20 --size 48 --seed 0
+    python -m tools.data.synthetic_brats --out /tmp/phantoms --cases 36 --size 32 --t1_cue 0.2
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def gaussian_filter(volume: np.ndarray, sigma: float) -> np.ndarray:
     return np.asarray(GaussianSmooth(sigma)(volume[None].astype(np.float32)))[0]
 
 
-def make_case(rng: np.random.Generator, size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def make_case(rng: np.random.Generator, size: int, t1_cue: float = 0.0) -> tuple[dict[str, np.ndarray], np.ndarray]:
     grid = np.stack(np.meshgrid(*[np.arange(size)] * 3, indexing="ij")).astype(np.float32)
     centre = np.full(3, (size - 1) / 2)
     head = ellipsoid(grid, centre, np.array([0.42, 0.46, 0.40]) * size)
@@ -44,7 +47,8 @@ def make_case(rng: np.random.Generator, size: int) -> tuple[dict[str, np.ndarray
         if name == "t1":  # lesion-like distractors only the multi-modal teacher can rule out
             for _ in range(2):
                 c = centre + rng.uniform(-0.25, 0.25, 3) * size
-                img -= 0.45 * (ellipsoid(grid, c, rng.uniform(0.04, 0.08, 3) * size) & head & ~lesion)
+                distractor = ellipsoid(grid, c, rng.uniform(0.04, 0.08, 3) * size) & head & ~lesion
+                img += (LESION_CONTRAST["t1"] + t1_cue) * distractor
         img = gaussian_filter(img, 0.7) + rng.normal(0, 0.25, head.shape) * head
         images[name] = (img * 100).astype(np.float32)
     return images, lesion.astype(np.uint8)
@@ -59,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val", type=int, default=4, help="cases in the 'validation' list")
     parser.add_argument("--test", type=int, default=4, help="cases in the 'test' list")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--t1_cue", type=float, default=0.0, help="how much fainter than the lesion the t1 distractors are"
+    )
     args = parser.parse_args(argv)
     if args.cases < args.val + args.test + 1:
         parser.error("--cases must exceed --val + --test")
@@ -68,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     for i in range(args.cases):
         case = f"phantom_{i:03d}"
         os.makedirs(os.path.join(args.out, case), exist_ok=True)
-        images, label = make_case(rng, args.size)
+        images, label = make_case(rng, args.size, args.t1_cue)
         for name, img in images.items():
             nib.save(nib.Nifti1Image(img, affine), os.path.join(args.out, case, f"{case}_{name}.nii.gz"))
         nib.save(nib.Nifti1Image(label, affine), os.path.join(args.out, case, f"{case}_seg.nii.gz"))
@@ -78,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     n_train = args.cases - args.val - args.test
     datalist = {
         "name": "synthetic multi-modal phantoms",
-        "description": f"{args.cases} seeded phantoms (seed {args.seed}); lesion strong in flair, faint in t1",
+        "description": f"{args.cases} seeded phantoms (seed {args.seed}); lesion strong in flair, faint in t1"
+        + (f"; t1 distractors {args.t1_cue} fainter than the lesion" if args.t1_cue else ""),
         "modality": {str(i): m.upper() for i, m in enumerate(MODALITIES)},
         "labels": {"0": "background", "1": "lesion"},
         "training": entries[:n_train],

@@ -16,7 +16,6 @@ is printed beside it as a check. The answer says plainly whether the interval ex
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import random
@@ -28,13 +27,33 @@ from scipy import stats
 
 
 def per_case(folder: Path, metric: str) -> dict[str, float]:
-    """``{case: value}`` from ``<folder>/<metric>_raw.csv`` (the case named by its file name)."""
+    """``{case: value}`` from ``<folder>/<metric>_raw.csv`` (the case named by its file name).
+
+    ``MetricsSaver`` writes file names unquoted, so a name holding a line break spans several
+    lines: a row ends at the line whose last fields are the numbers the header announces."""
     path = folder / f"{metric}_raw.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: evaluate that run first (evaluate.json writes it).")
-    with open(path) as f:
-        rows = list(csv.reader(f))[1:]
-    return {Path(row[0].split()[-1]).name.split(".nii")[0]: float(row[-1]) for row in rows}
+    header, *lines = path.read_text().splitlines()
+    values = len(header.split(",")) - 1
+    cases, pending = {}, []
+    for line in lines:
+        pending.append(line)
+        name, *fields = "\n".join(pending).rsplit(",", values)
+        if len(fields) == values and all(_is_number(field) for field in fields):
+            cases[Path(name.split()[-1]).name.split(".nii")[0]] = float(fields[-1])
+            pending = []
+    if pending:
+        raise ValueError(f"{path}: its last row has no {values} values: {pending[-1]!r}")
+    return cases
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def paired_difference(

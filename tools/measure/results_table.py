@@ -19,18 +19,14 @@ import csv
 import statistics
 from pathlib import Path
 
+from tools.measure.paired import per_case
+
 
 def summary_mean(folder: Path, metric: str) -> float:
     """Mean over the test cases of ``metric``, or of one class of it with ``metric:classN``."""
     name, _, row_name = metric.partition(":")
     with open(folder / f"{name}_summary.csv") as f:
         return float(next(row for row in csv.reader(f) if row[0] == (row_name or "mean"))[1])
-
-
-def per_case(folder: Path, metric: str) -> dict[str, float]:
-    with open(folder / f"{metric}_raw.csv") as f:
-        rows = list(csv.reader(f))[1:]
-    return {Path(r[0]).name.split()[-1].split(".nii")[0]: float(r[-1]) for r in rows}
 
 
 def main(argv: list[str] | None = None) -> None:

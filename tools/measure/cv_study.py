@@ -1,0 +1,118 @@
+"""The arms of a cross-validated study side by side: validation and test Dice over folds and seeds,
+and each arm's paired difference against the baseline.
+
+    python -m tools.measure.cv_study bundles/kdnet_brats_mri/runs [--baseline baseline] [--json study.json]
+
+Reads what ``tools/reproduce/kdnet_brats_cv.sh`` (or any script naming runs the same way) leaves
+in a bundle's ``runs/``: a run ``f<fold>_<arm>_s<seed>`` (a teacher: ``f<fold>_<arm>``) has its
+training checkpoints in ``runs/<run>/`` (the newest one holds the best validation Dice the run
+selected its model on) and its test evaluation in ``runs/evaluate_<run>/val_mean_dice_raw.csv``.
+Per arm it prints the runs found, the mean best validation Dice, the test Dice as mean ± sd over
+seeds (a seed's value: the mean over every test case of the folds it ran) and, for every arm
+but the baseline, the paired difference against the baseline over the (fold, seed) pairs both
+ran: per test case, averaged over seeds, with a 95 % t interval over cases
+(:func:`tools.measure.paired.paired_difference`). An arm missing folds is marked, never pooled
+silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from tools.measure.paired import paired_difference, per_case, sentence
+
+RUN = re.compile(r"^f(\d+)_(.+?)(?:_s(\d+))?$")
+
+
+def best_validation(run_dir: Path) -> float | None:
+    """The best validation Dice a training run recorded (its newest checkpoint's model tracker)."""
+    checkpoints = sorted(run_dir.glob("checkpoint_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[1]))
+    if not checkpoints:
+        return None
+    saved = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)["best_model_tracker"]["_saved"]
+    return float(saved[0][0]) if saved else None
+
+
+def collect(runs: Path) -> dict[str, dict[tuple[int, int], dict]]:
+    """``{arm: {(fold, seed): {"test": {case: dice}, "validation": best}}}`` for every evaluated run."""
+    arms: dict[str, dict[tuple[int, int], dict]] = defaultdict(dict)
+    for evaluation in sorted(runs.glob("evaluate_f*")):
+        match = RUN.match(evaluation.name.removeprefix("evaluate_"))
+        if not match or not (evaluation / "val_mean_dice_raw.csv").is_file():
+            continue
+        fold, arm, seed = int(match.group(1)), match.group(2), int(match.group(3) or 0)
+        name = evaluation.name.removeprefix("evaluate_")
+        arms[arm][(fold, seed)] = {
+            "test": per_case(evaluation, "val_mean_dice"),
+            "validation": best_validation(runs / name),
+        }
+    return arms
+
+
+def summarise(arms: dict[str, dict[tuple[int, int], dict]], baseline: str) -> dict[str, dict]:
+    folds = sorted({fold for runs in arms.values() for fold, _ in runs})
+    summary = {}
+    for arm, runs in sorted(arms.items()):
+        seeds = sorted({seed for _, seed in runs})
+        per_seed = {}
+        for seed in seeds:
+            cases = [value for (_, s), run in runs.items() if s == seed for value in run["test"].values()]
+            per_seed[seed] = statistics.mean(cases)
+        validation = [run["validation"] for run in runs.values() if run["validation"] is not None]
+        row = {
+            "runs": len(runs),
+            "folds": sorted({fold for fold, _ in runs}),
+            "complete": sorted({fold for fold, _ in runs}) == folds,
+            "seeds": seeds,
+            "validation_dice": statistics.mean(validation) if validation else None,
+            "test_dice": statistics.mean(per_seed.values()),
+            "test_dice_sd": statistics.stdev(per_seed.values()) if len(per_seed) > 1 else None,
+            "per_seed": {str(seed): round(value, 4) for seed, value in per_seed.items()},
+        }
+        if arm != baseline and baseline in arms:
+            shared = sorted(set(runs) & set(arms[baseline]))
+            if shared:
+                row["paired"] = paired_difference(
+                    [arms[baseline][key]["test"] for key in shared], [runs[key]["test"] for key in shared]
+                ) | {"run_pairs": [f"f{fold}_s{seed}" for fold, seed in shared]}
+        summary[arm] = row
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path, help="a bundle's runs/ folder")
+    parser.add_argument("--baseline", default="baseline", help="the arm the others are paired against")
+    parser.add_argument("--json", type=Path, help="also write the summary here")
+    args = parser.parse_args(argv)
+    arms = collect(args.runs)
+    if not arms:
+        raise SystemExit(f"no evaluated run named f<fold>_<arm>[_s<seed>] under {args.runs}")
+    summary = summarise(arms, args.baseline)
+    print("| arm | runs | folds | seeds | best validation Dice | test Dice, mean ± sd over seeds | per seed |")
+    print("|---|---:|---|---|---:|---:|---|")
+    for arm, row in summary.items():
+        folds = ",".join(map(str, row["folds"])) + ("" if row["complete"] else " (incomplete)")
+        sd = f" ± {row['test_dice_sd']:.3f}" if row["test_dice_sd"] is not None else ""
+        validation = f"{row['validation_dice']:.3f}" if row["validation_dice"] is not None else "–"
+        seeds = ", ".join(f"{value:.3f}" for value in row["per_seed"].values())
+        print(
+            f"| {arm} | {row['runs']} | {folds} | {','.join(map(str, row['seeds']))} | {validation} "
+            f"| {row['test_dice']:.3f}{sd} | {seeds} |"
+        )
+    for arm, row in summary.items():
+        if "paired" in row:
+            print(f"{arm}: {sentence(row['paired'])}")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The cross-validated KD-Net study of bundles/kdnet_brats_mri/docs/README.md (docs/protocol.md):
+# the 10 native-T1 cases of the BraTS subset in 5 folds (2 test, 2 validation, 6 training each),
+# 3 mm voxels, 48^3 crops. Per fold a FLAIR+T1 teacher, then every arm and seed given, each
+# evaluated on the fold's test cases (runs/evaluate_<run>/val_mean_dice_raw.csv, one row a case).
+#   bash tools/reproduce/kdnet_brats_cv.sh DATA_DIR [ARMS] [SEEDS] [FOLDS]
+# ARMS (default "baseline paper tuned baseline_half tuned_half"):
+#   baseline       student on T1, segmentation loss only
+#   paper          train_paper.json: logit KL at T 4, latent KL at T 1 with weight 0.1 (the paper's)
+#   tuned          train.json as shipped (the setting the sweep chose on validation)
+#   baseline_half  baseline with labels on half the training cases (label_fraction 0.5)
+#   tuned_half     tuned with labels on half the cases and the KD terms on all of them
+#   sweep_b<B>_t<T>  standardised-MSE latent term with weight B, logit KL at temperature T
+# Every finished step leaves a marker, so the script can be stopped and started again: it skips
+# what is done and resumes an interrupted training from its newest checkpoint. STUDENT_EPOCHS
+# (200), TEACHER_EPOCHS (120), PIXDIM (3.0 mm) and ROI (48) set the budget (validation every 10
+# epochs). Runs, splits and evaluations go under runs/ of the bundle (models under runs/cv/);
+# `python -m tools.measure.cv_study bundles/kdnet_brats_mri/runs` tabulates them.
+set -euo pipefail
+data=${1:?usage: kdnet_brats_cv.sh DATA_DIR [ARMS] [SEEDS] [FOLDS]}
+arms=${2:-baseline paper tuned baseline_half tuned_half}
+seeds=${3:-0 1 2}
+folds=${4:-0 1 2 3 4}
+source "$(dirname "$0")/lib.sh"
+bundle_setup kdnet_brats_mri
+cv=$R/cv
+mkdir -p "$cv"
+pixdim=${PIXDIM:-3.0} roi=${ROI:-48}
+budget=(--pixdim "[$pixdim,$pixdim,$pixdim]" --roi_size "[$roi,$roi,$roi]" --val_interval 10)
+
+# stage NAME CONFIGS MODEL_DIR EPOCHS ARGS...: train (unless MODEL_DIR/trained exists), then
+# evaluate on the fold's test cases (unless its per-case file exists).
+stage() {
+    local name=$1 configs=$2 dir=$3 epochs=$4
+    shift 4
+    local args=(--model_dir "$dir" "${budget[@]}" "$@")
+    if [ ! -e "$dir/trained" ]; then
+        run "$name" --config_file "[$configs]" --epochs "$epochs" --run_name "$name" "${args[@]}"
+        touch "$dir/trained"
+    fi
+    if [ ! -e "$R/evaluate_$name/val_mean_dice_raw.csv" ]; then  # evaluate.json names it after the model dir
+        run "evaluate_$name" --config_file "[$configs,'$C/evaluate.json']" "${args[@]}"
+    fi
+}
+
+for fold in $folds; do
+    split=$cv/fold$fold.json
+    split_datalist --datalist "$data/dataset.json" --out "$split" --only t1_kind=T1 \
+        --folds 5 --fold "$fold" --val 2 --seed 0
+    common=(--dataset_dir "$data" --datalist "$split")
+    teacher=$cv/f${fold}_teacher
+    stage "f${fold}_teacher" "'$C/train.json','$C/train_teacher.json'" "$teacher" "${TEACHER_EPOCHS:-120}"
+    for seed in $seeds; do
+        for arm in $arms; do
+            configs="'$C/train.json'"
+            extra=()
+            case $arm in
+                baseline) configs="$configs,'$C/train_baseline.json'" ;;
+                paper) configs="$configs,'$C/train_paper.json'" ;;
+                tuned) ;;
+                baseline_half) configs="$configs,'$C/train_baseline.json'" extra=(--label_fraction 0.5) ;;
+                tuned_half) extra=(--label_fraction 0.5) ;;
+                sweep_b*_t*)
+                    weight=${arm#sweep_b} weight=${weight%_t*}
+                    extra=(--latent_mode mse --latent_normalize standardize --latent_weight "$weight"
+                        --temperature "${arm#*_t}") ;;
+                *) echo "unknown arm '$arm'; arms: baseline paper tuned baseline_half tuned_half sweep_b<B>_t<T>" >&2
+                    exit 2 ;;
+            esac
+            case $arm in baseline*) ;; *) extra+=(--diagnostics_interval 30) ;; esac
+            name=f${fold}_${arm}_s$seed
+            stage "$name" "$configs" "$cv/$name" "${STUDENT_EPOCHS:-200}" --seed "$seed" \
+                --teacher#checkpoint "$teacher/model.pt" "${extra[@]}"
+        done
+    done
+done
