@@ -221,4 +221,4 @@ def test_cv_study_pools_folds_per_seed_and_pairs_each_arm_with_the_baseline(tmp_
     assert summary["kd"]["paired"]["difference"] == pytest.approx(0.075)
     assert summary["kd"]["paired"]["run_pairs"] == ["f0_s0", "f0_s1", "f1_s0"]
     assert summary["kd"]["complete"] and summary["kd"]["seeds"] == [0, 1]
-    assert "| teacher | 2 | 0,1 | 0 | 0.900 | 0.850 |" in capsys.readouterr().out
+    assert "| teacher | 2 | 0,1 | – | 0.900 | 0.850 |" in capsys.readouterr().out and "paired" not in summary["teacher"]

@@ -4,9 +4,9 @@ and each arm's paired difference against the baseline.
     python -m tools.measure.cv_study bundles/kdnet_brats_mri/runs [--baseline baseline] [--json study.json]
 
 Reads what ``tools/reproduce/kdnet_brats_cv.sh`` (or any script naming runs the same way) leaves
-in a bundle's ``runs/``: a run ``f<fold>_<arm>_s<seed>`` (a teacher: ``f<fold>_<arm>``) has its
-training checkpoints in ``runs/<run>/`` (the newest one holds the best validation Dice the run
-selected its model on) and its test evaluation in ``runs/evaluate_<run>/val_mean_dice_raw.csv``.
+in a bundle's ``runs/``: a run ``f<fold>_<arm>_s<seed>`` (a teacher, one per fold and not paired:
+``f<fold>_<arm>``) has its training checkpoints in ``runs/<run>/`` (the newest one holds the best
+validation Dice the run selected its model on) and its test evaluation in ``runs/evaluate_<run>/val_mean_dice_raw.csv``.
 Per arm it prints the runs found, the mean best validation Dice, the test Dice as mean ± sd over
 seeds (a seed's value: the mean over every test case of the folds it ran) and, for every arm
 but the baseline, the paired difference against the baseline over the (fold, seed) pairs both
@@ -47,7 +47,8 @@ def collect(runs: Path) -> dict[str, dict[tuple[int, int], dict]]:
         match = RUN.match(evaluation.name.removeprefix("evaluate_"))
         if not match or not (evaluation / "val_mean_dice_raw.csv").is_file():
             continue
-        fold, arm, seed = int(match.group(1)), match.group(2), int(match.group(3) or 0)
+        fold, arm = int(match.group(1)), match.group(2)
+        seed = int(match.group(3)) if match.group(3) is not None else None  # a teacher: one per fold
         name = evaluation.name.removeprefix("evaluate_")
         arms[arm][(fold, seed)] = {
             "test": per_case(evaluation, "val_mean_dice"),
@@ -74,9 +75,9 @@ def summarise(arms: dict[str, dict[tuple[int, int], dict]], baseline: str) -> di
             "validation_dice": statistics.mean(validation) if validation else None,
             "test_dice": statistics.mean(per_seed.values()),
             "test_dice_sd": statistics.stdev(per_seed.values()) if len(per_seed) > 1 else None,
-            "per_seed": {str(seed): round(value, 4) for seed, value in per_seed.items()},
+            "per_seed": {str(seed) if seed is not None else "-": round(value, 4) for seed, value in per_seed.items()},
         }
-        if arm != baseline and baseline in arms:
+        if arm != baseline and baseline in arms and any(seed is not None for seed in seeds):
             shared = sorted(set(runs) & set(arms[baseline]))
             if shared:
                 row["paired"] = paired_difference(
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         validation = f"{row['validation_dice']:.3f}" if row["validation_dice"] is not None else "–"
         seeds = ", ".join(f"{value:.3f}" for value in row["per_seed"].values())
         print(
-            f"| {arm} | {row['runs']} | {folds} | {','.join(map(str, row['seeds']))} | {validation} "
+            f"| {arm} | {row['runs']} | {folds} | {','.join(str(s) for s in row['seeds'] if s is not None) or '–'} "
+            f"| {validation} "
             f"| {row['test_dice']:.3f}{sd} | {seeds} |"
         )
     for arm, row in summary.items():

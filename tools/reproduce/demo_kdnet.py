@@ -52,7 +52,7 @@ class Progress:
 
     def __init__(self, label: str, epochs: int) -> None:
         self.label, self.epochs, self.start = label, epochs, time.perf_counter()
-        self.epoch, self.dice = 0, None
+        self.epoch, self.printed, self.dice = 0, 0, None
         self.tty = sys.stdout.isatty()
 
     def line(self) -> str:
@@ -70,11 +70,14 @@ class Progress:
         elif match := VAL_DICE.search(text):  # logged before the epoch's "Complete"
             self.epoch, self.dice = int(match.group(1)), float(match.group(2))
             if not self.tty:
+                self.printed = self.epoch
                 print(self.line(), flush=True)
 
     def close(self) -> None:
         if self.tty:
             print("\r" + self.line(), flush=True)
+        elif self.printed != self.epoch:  # the last epochs ran after the last validation
+            print(self.line(), flush=True)
 
 
 def bundle_train(root: Path, configs: list[str], overrides: dict, progress: Progress) -> float:
