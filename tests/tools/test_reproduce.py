@@ -160,7 +160,7 @@ def test_kdnet_cross_validation_runs_each_stage_once_and_tabulates_it(tmp_path):
     datalist["training"] = [item | {"t1_kind": "T1"} for item in datalist["training"]]
     (data / "dataset.json").write_text(json.dumps(datalist))
     args = (str(data), "baseline paper", "0", "0")
-    env = {"STUDENT_EPOCHS": "1", "TEACHER_EPOCHS": "1", "PIXDIM": "2.0", "ROI": "32"}
+    env = {"STUDENT_EPOCHS": "1", "TEACHER_EPOCHS": "1", "VAL_INTERVAL": "1", "PIXDIM": "2.0", "ROI": "32"}
     output = reproduce("kdnet_brats_cv.sh", "kdnet_brats_mri", tmp_path, *args, extra="--num_workers 0", **env)
     assert walls(output) == [
         "f0_teacher",

@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         return root / "runs" / f"evaluate_{model_dir.name}"  # evaluate.json names it after the model folder
 
     # The models that learn from labels alone train on the labelled cases, for at least as many
-    # iterations as the KD student makes over all training cases: a baseline that had every chance.
+    # iterations as the KD student makes over all training cases (batches of 2, the bundle's): a
+    # baseline that had every chance.
     labelled_epochs = math.ceil(args.epochs * math.ceil(n_train / 2) / math.ceil(n_labelled / 2))
     start = time.perf_counter()
     teacher = train_and_test(

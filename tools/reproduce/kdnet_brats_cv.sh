@@ -13,8 +13,8 @@
 #   sweep_b<B>_t<T>  standardised-MSE latent term with weight B, logit KL at temperature T
 # Every finished step leaves a marker, so the script can be stopped and started again: it skips
 # what is done and resumes an interrupted training from its newest checkpoint. STUDENT_EPOCHS
-# (200), TEACHER_EPOCHS (120), PIXDIM (3.0 mm) and ROI (48) set the budget (validation every 10
-# epochs). Runs, splits and evaluations go under runs/ of the bundle (models under runs/cv/);
+# (200), TEACHER_EPOCHS (120), PIXDIM (3.0 mm), ROI (48) and VAL_INTERVAL (10 epochs) set the
+# budget. Runs, splits and evaluations go under runs/ of the bundle (models under runs/cv/);
 # `python -m tools.measure.cv_study bundles/kdnet_brats_mri/runs` tabulates them.
 set -euo pipefail
 data=${1:?usage: kdnet_brats_cv.sh DATA_DIR [ARMS] [SEEDS] [FOLDS]}
@@ -26,7 +26,7 @@ bundle_setup kdnet_brats_mri
 cv=$R/cv
 mkdir -p "$cv"
 pixdim=${PIXDIM:-3.0} roi=${ROI:-48}
-budget=(--pixdim "[$pixdim,$pixdim,$pixdim]" --roi_size "[$roi,$roi,$roi]" --val_interval 10)
+budget=(--pixdim "[$pixdim,$pixdim,$pixdim]" --roi_size "[$roi,$roi,$roi]" --val_interval "${VAL_INTERVAL:-10}")
 
 # stage NAME CONFIGS MODEL_DIR EPOCHS ARGS...: train (unless MODEL_DIR/trained exists), then
 # evaluate on the fold's test cases (unless its per-case file exists).
