@@ -76,6 +76,13 @@ def summarise(arms: dict[str, dict[tuple[int, int], dict]], baseline: str) -> di
             "test_dice": statistics.mean(per_seed.values()),
             "test_dice_sd": statistics.stdev(per_seed.values()) if len(per_seed) > 1 else None,
             "per_seed": {str(seed) if seed is not None else "-": round(value, 4) for seed, value in per_seed.items()},
+            "per_run": {
+                f"f{fold}" + (f"_s{seed}" if seed is not None else ""): {
+                    "validation_dice": run["validation"],
+                    "test_dice": round(statistics.mean(run["test"].values()), 4),
+                }
+                for (fold, seed), run in sorted(runs.items(), key=lambda item: (item[0][0], item[0][1] or 0))
+            },
         }
         if arm != baseline and baseline in arms and any(seed is not None for seed in seeds):
             shared = sorted(set(runs) & set(arms[baseline]))
