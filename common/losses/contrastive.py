@@ -1,5 +1,5 @@
 """Contrastive distillation: a student embedding is drawn to its teacher counterpart and pushed away
-from the others (InfoNCE), per image or per labelled region."""
+from the others (InfoNCE), per image, per position or per labelled region."""
 
 from __future__ import annotations
 
@@ -80,13 +80,81 @@ class InstanceContrastiveLoss(MapDistillationLoss):
         super().__init__(reduction, resize, grid)
         self.temperature = check_temperature(temperature)
 
-    def forward(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """``labels`` are ignored; they are accepted so that this loss and
-        :class:`SupervisedContrastiveLoss` are interchangeable in a config."""
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         student, teacher = self.align(student, teacher)
         s = F.normalize(student.float().flatten(1), dim=1)
         t, offset = gather_batch(F.normalize(teacher.float().flatten(1), dim=1))
         _check_batch_for_negatives(t.shape[0], type(self).__name__)
+        logits = s @ t.T / self.temperature
+        values = F.cross_entropy(logits, torch.arange(len(s), device=s.device) + offset, reduction="none")
+        return self.reduce(values)
+
+
+class DenseContrastiveLoss(MapDistillationLoss):
+    """Position-level (dense) InfoNCE between student and teacher feature maps: each position of
+    each image is an anchor, the teacher's embedding at the same position of the same image its
+    positive, the teacher's embeddings at every other position of this and the other images its
+    negatives (pixel-to-pixel contrast across networks, as in CIRKD, Yang et al. 2022).
+
+    Every position's channel vector is L2-normalised, ``s_p`` for the student and ``t_q`` for the
+    teacher, ``p, q`` running over the positions of the whole batch::
+
+        L_p = -log( exp(s_p . t_p / tau) / sum_q exp(s_p . t_q / tau) )
+
+    Whole-map (instance) contrast compares one vector per image, so it cannot tell apart crops that
+    look alike to the teacher; here the negatives are the other structures of the same crops, and
+    a student that copies the teacher's map drives the loss towards its floor as long as the
+    teacher's positions differ from each other. Pool both maps to a coarse grid first (a
+    ``ProjectionHead`` with ``pool_size`` for the student, ``resize="area"`` for the teacher) to
+    contrast patches rather than pixels, and keep the heads cheap. With ``num_positions``, that
+    many positions of the batch are drawn at random (from ``torch``'s global generator) as anchors
+    and keys, bounding the ``positions x positions`` similarity matrix. Under ``torch.distributed``
+    the teacher embeddings of every process are gathered (:func:`gather_batch`).
+
+    Args:
+        temperature: ``tau > 0``.
+        num_positions: positions drawn per batch (per process), or ``None`` for all of them.
+        resize, grid: see :class:`~common.losses.base.MapDistillationLoss` (``grid`` defaults to
+            ``"student"`` here).
+        reduction: ``"mean"`` or ``"sum"`` over anchors, or ``"none"`` for one value per anchor.
+
+    Shapes: student and teacher (B, C, *spatial) with at least 2 positions in all.
+
+    Example::
+
+        >>> maps = torch.eye(2).view(1, 2, 1, 2)  # one image, two positions: [1, 0] and [0, 1]
+        >>> DenseContrastiveLoss(temperature=0.5)(maps, maps)  # log(1 + e^-2)
+        tensor(0.1269)
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        num_positions: int | None = None,
+        resize: str | None = None,
+        grid: str = "student",
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(reduction, resize, grid)
+        self.temperature = check_temperature(temperature)
+        if num_positions is not None and num_positions < 2:
+            raise ValueError(f"num_positions must be None or >= 2 (one positive and a negative), got {num_positions}.")
+        self.num_positions = num_positions
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        student, teacher = self.align(student, teacher)
+        channels = student.shape[1]
+        s = F.normalize(student.float().flatten(2), dim=1).transpose(1, 2).reshape(-1, channels)
+        t = F.normalize(teacher.float().flatten(2), dim=1).transpose(1, 2).reshape(-1, channels)
+        if self.num_positions is not None and s.shape[0] > self.num_positions:
+            drawn = torch.randperm(s.shape[0], device=s.device)[: self.num_positions]
+            s, t = s[drawn], t[drawn]
+        t, offset = gather_batch(t)
+        if t.shape[0] < 2:
+            raise ValueError(
+                f"{type(self).__name__}: a batch with {t.shape[0]} position has no negatives; tap a map with more "
+                "positions or pool it less."
+            )
         logits = s @ t.T / self.temperature
         values = F.cross_entropy(logits, torch.arange(len(s), device=s.device) + offset, reduction="none")
         return self.reduce(values)

@@ -186,7 +186,7 @@ def common_replaced(version: str | None) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("version, expected", [(None, "No module named 'common'"), ("0.1.0", "requires 'common 0.2'")])
+@pytest.mark.parametrize("version, expected", [(None, "No module named 'common'"), ("0.2.0", "requires 'common 0.3'")])
 def test_a_missing_or_older_common_is_named_with_how_to_get_it(name, version, expected, tmp_path):
     bundle = Path(__file__).resolve().parents[2] / "bundles" / name
     workflow = ConfigWorkflow(
@@ -198,7 +198,7 @@ def test_a_missing_or_older_common_is_named_with_how_to_get_it(name, version, ex
     while not isinstance(error, OptionalImportError):  # the config parser wraps it in its own errors
         error = error.__cause__
     message = str(error)
-    assert "needs the shared package `common` (version 0.2 or later)" in message and "pip install -e" in message
+    assert "needs the shared package `common` (version 0.3 or later)" in message and "pip install -e" in message
     assert expected in message
 
 

@@ -41,12 +41,14 @@ def test_the_student_learns_on_half_the_patients_and_stays_small(trained):
     "configs, overrides, terms",
     [
         (["train_supervised.json"], {}, KD_TERMS),
+        (["train_dense.json"], {}, KD_TERMS),
+        (["train_feature_mse.json"], {}, KD_TERMS),
         (
             [],
             {"distilled_scales": ["bottleneck"], "run_name": "bottleneck_only"},
             {"seg", "pmd", "contrast_bottleneck"},
         ),
-        ([], {"distilled_scales": [], "run_name": "pmd_only"}, {"seg", "pmd"}),
+        (["train_pmd.json"], {}, {"seg", "pmd"}),
     ],
 )
 def test_variant_and_scale_ablations_train_with_exactly_their_terms(trained, configs, overrides, terms):
@@ -56,14 +58,35 @@ def test_variant_and_scale_ablations_train_with_exactly_their_terms(trained, con
     assert "data_fraction 0.5: 2 of 4 cases" in log  # the same half for every student
 
 
-def test_default_is_the_code_s_instance_infonce_and_the_overlay_selects_the_supervised_contrast():
+def test_unlabelled_kd_distils_on_every_patient_with_labels_on_half_of_them(trained):
+    bundle = trained(NAME)
+    configs = ["train.json", "train_dense.json", "train_unlabelled_kd.json"]
+    log = run_bundle(bundle.root, configs, **bundle.profile.overrides(bundle.data, run_name="unlabelled_kd"))
+    assert "data_fraction 1.0: 4 of 4 cases (8 of 8 items)" in log
+    assert "label_fraction 0.5: 2 of 4 cases" in log
+    assert set(logged_terms(log)) == KD_TERMS
+
+
+@pytest.mark.parametrize(
+    "overlay, loss, pooled, reads_labels",
+    [
+        ("train_paper.json", "InstanceContrastiveLoss", False, False),
+        ("train_supervised.json", "SupervisedContrastiveLoss", False, True),
+        ("train_dense.json", "DenseContrastiveLoss", True, False),
+        ("train_feature_mse.json", "FeatureDistillationLoss", True, False),
+    ],
+)
+def test_each_overlay_selects_its_term_through_the_same_projection_heads(overlay, loss, pooled, reads_labels):
     parser = ConfigParser()
     configs = BUNDLES / NAME / "configs"
-    parser.read_config([str(configs / f) for f in ("train.json", "train_supervised.json")])
-    assert parser["contrastive_loss"] == "@supervised_contrast"
-    parser.read_config(str(configs / "train.json"))
-    assert parser["contrastive_loss"] == "@instance_contrast"
-    assert parser["instance_contrast"]["_target_"] == "common.losses.InstanceContrastiveLoss"
+    parser.read_config([str(configs / f) for f in ("train.json", overlay)])
+    terms = parser.get_parsed_content("distilled_terms")
+    assert set(terms) == MTMS_CONTRAST
+    for scale, term in terms.items():
+        assert type(term["loss"]).__name__ == loss
+        assert ("label" in term["inputs"]) == reads_labels
+        pools = isinstance(term["adapter"][0], torch.nn.AdaptiveAvgPool2d)
+        assert pools == (pooled and scale != "contrast_bottleneck")  # the 6x6 bottleneck is coarse already
 
 
 def test_msd_task09_spleen_layout_trains_teacher_and_student_with_the_spleen_profile(tmp_path):

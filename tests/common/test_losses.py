@@ -234,7 +234,7 @@ def test_grid_student_resizes_the_teacher_map_instead():
         FeatureDistillationLoss(grid="both")
 
 
-def test_instance_infonce_matches_hand_computed_value_and_ignores_labels_and_scale():
+def test_instance_infonce_matches_hand_computed_value_and_ignores_scale():
     from common.losses import InstanceContrastiveLoss
 
     student = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 2, 1, 1)
@@ -242,7 +242,7 @@ def test_instance_infonce_matches_hand_computed_value_and_ignores_labels_and_sca
     # positives score 1 / 0.5, negatives 0: L = -log(e^2 / (e^2 + 1)) for both images
     expected = math.log(1 + math.exp(-2.0))
     assert loss(student, student).item() == pytest.approx(expected, rel=1e-6)
-    assert loss(student, 3 * student, torch.zeros(2, 1, 1, 1)).item() == pytest.approx(expected, rel=1e-6)
+    assert loss(student, 3 * student).item() == pytest.approx(expected, rel=1e-6)
     swapped = student.flip(0)  # each image's positive is now the other image's map
     assert loss(student, swapped).item() == pytest.approx(math.log(1 + math.exp(2.0)), rel=1e-6)
     assert loss.__class__(temperature=0.5, reduction="none")(student, student).shape == (2,)
@@ -264,6 +264,51 @@ def test_instance_infonce_needs_negatives_aligns_grids_and_trains_the_student_on
     assert torch.isfinite(teacher_grid)
     InstanceContrastiveLoss(resize="bilinear")(student, teacher.detach()).backward()
     assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+def test_dense_infonce_matches_hand_computed_values_across_positions_and_images():
+    from common.losses import DenseContrastiveLoss, InstanceContrastiveLoss
+
+    maps = torch.eye(2).view(1, 2, 1, 2)  # one image, two positions: [1, 0] and [0, 1]
+    loss = DenseContrastiveLoss(temperature=0.5)
+    # each position: its positive scores 1 / 0.5, the other position 0: L = log(1 + e^-2)
+    assert loss(maps, 3 * maps).item() == pytest.approx(math.log(1 + math.exp(-2.0)), rel=1e-6)
+    swapped = maps.flip(3)  # the teacher's positions exchanged: each positive is the wrong structure
+    assert loss(maps, swapped).item() == pytest.approx(math.log(1 + math.exp(2.0)), rel=1e-6)
+    # positions of other images are negatives too: on 1x1 maps the loss is the instance loss
+    torch.manual_seed(0)
+    student, teacher = torch.randn(3, 4, 1, 1), torch.randn(3, 4, 1, 1)
+    assert loss(student, teacher).item() == pytest.approx(InstanceContrastiveLoss(0.5)(student, teacher).item())
+    # two images of two positions; rows image-major, unit vectors, so scores are plain dot products
+    s = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6]])
+    t = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, -0.6]])
+    scores = s @ t.T / 0.5
+    expected = scores.logsumexp(1) - scores.diag()
+
+    def as_maps(rows: torch.Tensor) -> torch.Tensor:  # (image, position, channel) -> (B, C, 1, W)
+        return rows.view(2, 2, 2).transpose(1, 2).unsqueeze(2)
+
+    per_anchor = DenseContrastiveLoss(temperature=0.5, reduction="none")(as_maps(s), as_maps(t))
+    torch.testing.assert_close(per_anchor, expected)
+
+
+def test_dense_infonce_draws_positions_needs_negatives_and_trains_the_student_only():
+    from common.losses import DenseContrastiveLoss
+
+    student = torch.randn(2, 4, 8, 8, requires_grad=True)
+    teacher = torch.randn(2, 4, 16, 16)
+    drawn = DenseContrastiveLoss(num_positions=10, resize="area", reduction="none")(student, teacher)
+    assert drawn.shape == (10,) and torch.isfinite(drawn).all()
+    everything = DenseContrastiveLoss(resize="area", reduction="none")(student, teacher)
+    assert everything.shape == (2 * 8 * 8,)
+    DenseContrastiveLoss(resize="area")(student, teacher).backward()
+    assert student.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="1 position has no negatives"):
+        DenseContrastiveLoss()(torch.randn(1, 4, 1, 1), torch.randn(1, 4, 1, 1))
+    with pytest.raises(ValueError, match="num_positions must be None or >= 2"):
+        DenseContrastiveLoss(num_positions=1)
+    with pytest.raises(ValueError, match="student shape .* and teacher shape .* differ"):
+        DenseContrastiveLoss()(torch.randn(2, 4, 8, 8), torch.randn(2, 4, 4, 4))
 
 
 def test_supervised_contrast_matches_hand_computed_value():
@@ -318,16 +363,26 @@ def test_select_terms_keeps_the_named_scales_and_lists_valid_ones():
         select_terms(terms, ["middle"], prefix="contrast_")
 
 
+def _contrastive_losses() -> dict:
+    """Each contrastive loss, called as the configs call it (only the supervised one reads labels)."""
+    from common.losses import DenseContrastiveLoss, InstanceContrastiveLoss, SupervisedContrastiveLoss
+
+    instance, dense = InstanceContrastiveLoss(0.5), DenseContrastiveLoss(0.5)
+    return {
+        "instance": lambda student, teacher, labels: instance(student, teacher),
+        "supervised": SupervisedContrastiveLoss(3, 0.5),
+        "dense": lambda student, teacher, labels: dense(student, teacher),
+    }
+
+
 def _contrastive_worker(rank: int, world_size: int, folder: str) -> None:
     import torch.distributed as dist
-
-    from common.losses import InstanceContrastiveLoss, SupervisedContrastiveLoss
 
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world_size)
     data = torch.load(f"{folder}/batch.pt", weights_only=True)
     part = slice(rank * 2, rank * 2 + 2)  # this process's half of the batch
     results = {}
-    for name, loss in (("instance", InstanceContrastiveLoss(0.5)), ("supervised", SupervisedContrastiveLoss(3, 0.5))):
+    for name, loss in _contrastive_losses().items():
         student = data["student"][part].clone().requires_grad_()
         teacher = data["teacher"][part].clone().requires_grad_()  # e.g. a learnable head on the teacher side
         value = loss(student, teacher, data["labels"][part])
@@ -341,8 +396,6 @@ def test_contrastive_losses_gather_negatives_across_processes(tmp_path):
     """Two processes holding half a batch each give the one-process loss on the whole batch (the
     mean of their losses) and, once DDP averages them, its gradients: negatives come from every
     process, and gradients reach each process's own teacher maps."""
-    from common.losses import InstanceContrastiveLoss, SupervisedContrastiveLoss
-
     torch.manual_seed(0)
     labels = torch.zeros(4, 1, 8, 8, dtype=torch.long)
     labels[:, :, :4] = 1
@@ -351,7 +404,7 @@ def test_contrastive_losses_gather_negatives_across_processes(tmp_path):
     torch.save(data, tmp_path / "batch.pt")
     torch.multiprocessing.spawn(_contrastive_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank_{r}.pt", weights_only=True) for r in (0, 1)]
-    for name, loss in (("instance", InstanceContrastiveLoss(0.5)), ("supervised", SupervisedContrastiveLoss(3, 0.5))):
+    for name, loss in _contrastive_losses().items():
         student, teacher = data["student"].clone().requires_grad_(), data["teacher"].clone().requires_grad_()
         whole = loss(student, teacher, labels)
         whole.backward()

@@ -97,6 +97,19 @@ def test_kd_audit_tabulates_every_term_and_each_networks_agreement_with_the_labe
         assert "–" not in line and line.count("±") >= 3, line
 
 
+def test_kd_audit_of_the_untrained_student_needs_no_weights(trained, tmp_path, capsys):
+    from tools.measure import kd_audit
+
+    bundle = trained("_template_kd")
+    overrides = [f"--set=dataset_dir={bundle.data}", "--set=datalist=$@dataset_dir + '/plain.json'"]
+    args = [str(bundle.root), "--batches", "1", "--set=roi_size=[32,32,32]", f"--set=model_dir={tmp_path}", *overrides]
+    with pytest.raises(FileNotFoundError):
+        kd_audit.main(args)  # no model.pt in model_dir
+    kd_audit.main([*args, "--student", "init"])
+    student = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| student |"))
+    assert "–" not in student
+
+
 @pytest.mark.xdist_group("agnostic_transfer_la_mri")
 def test_kd_audit_names_a_bundle_without_distillation_terms(trained):
     from tools.measure import kd_audit

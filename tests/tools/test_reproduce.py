@@ -116,6 +116,27 @@ def test_acdc_reproductions_run_every_stage(tmp_path, script, bundle, variants):
 
 
 @pytest.mark.slow
+def test_mtms_study_runs_each_arm_once_and_tabulates_it(tmp_path):
+    data = str(acdc_like(tmp_path / "acdc"))
+    args = (data, "baseline dense_u dense_w0.1", "0")
+    env = {"STUDENT_EPOCHS": "1", "TEACHER_EPOCHS": "1", "VAL_INTERVAL": "1"}
+    output = reproduce("mtms_acdc_study.sh", "mtms_contrastive_cardiac_mri", tmp_path, *args, extra=ACDC_EXTRA, **env)
+    runs = ["f0_teacher", "f0_baseline_s0", "f0_dense_u_s0", "f0_dense_w0.1_s0"]
+    assert walls(output) == [name for run in runs for name in (run, f"evaluate_{run}")]
+    again = run(
+        ["bash", "tools/reproduce/mtms_acdc_study.sh", *args],
+        env=os.environ
+        | env
+        | {"PYTHON": sys.executable, "BUNDLES": str(tmp_path / "bundles"), "EXTRA_ARGS": ACDC_EXTRA},
+    )
+    assert walls(again.stdout + again.stderr) == []  # every stage left its marker: nothing runs twice
+    table = run(
+        [sys.executable, "-m", "tools.measure.cv_study", str(tmp_path / "bundles/mtms_contrastive_cardiac_mri/runs")]
+    )
+    assert "| dense_u | 1 | 0 | 0 |" in table.stdout and "dense_w0.1: KD − baseline = " in table.stdout
+
+
+@pytest.mark.slow
 def test_hlfd_ct_demo_runs_on_a_ct_phantom(tmp_path):
     phantoms = tmp_path / "lits"
     synthetic_ct.main(["--out", str(phantoms), "--layout", "lits", "--cases", "1", "--size", "64", "--slices", "8"])

@@ -3,10 +3,11 @@ and each arm's paired difference against the baseline.
 
     python -m tools.measure.cv_study bundles/kdnet_brats_mri/runs [--baseline baseline] [--json study.json]
 
-Reads what ``tools/reproduce/kdnet_brats_cv.sh`` (or any script naming runs the same way) leaves
+Reads what ``tools/reproduce/kdnet_brats_cv.sh``, ``mtms_acdc_study.sh`` (or any script naming runs the same way) leave
 in a bundle's ``runs/``: a run ``f<fold>_<arm>_s<seed>`` (a teacher, one per fold and not paired:
 ``f<fold>_<arm>``) has its training checkpoints in ``runs/<run>/`` (the newest one holds the best
-validation Dice the run selected its model on) and its test evaluation in ``runs/evaluate_<run>/val_mean_dice_raw.csv``.
+validation Dice the run selected its model on) and its test evaluation in
+``runs/evaluate_<run>/<metric>_raw.csv`` (one per folder: ``val_mean_dice`` or ``test_mean_dice``).
 Per arm it prints the runs found, the mean best validation Dice, the test Dice as mean ± sd over
 seeds (a seed's value: the mean over every test case of the folds it ran) and, for every arm
 but the baseline, the paired difference against the baseline over the (fold, seed) pairs both
@@ -45,13 +46,14 @@ def collect(runs: Path) -> dict[str, dict[tuple[int, int], dict]]:
     arms: dict[str, dict[tuple[int, int], dict]] = defaultdict(dict)
     for evaluation in sorted(runs.glob("evaluate_f*")):
         match = RUN.match(evaluation.name.removeprefix("evaluate_"))
-        if not match or not (evaluation / "val_mean_dice_raw.csv").is_file():
+        raw = sorted(evaluation.glob("*_raw.csv"))
+        if not match or not raw:
             continue
         fold, arm = int(match.group(1)), match.group(2)
         seed = int(match.group(3)) if match.group(3) is not None else None  # a teacher: one per fold
         name = evaluation.name.removeprefix("evaluate_")
         arms[arm][(fold, seed)] = {
-            "test": per_case(evaluation, "val_mean_dice"),
+            "test": per_case(evaluation, raw[0].name.removesuffix("_raw.csv")),
             "validation": best_validation(runs / name),
         }
     return arms

@@ -6,7 +6,9 @@
 
 Builds the bundle's distillation trainer from ``train.json`` (plus ``--configs`` overlays and
 ``--set id=value`` overrides, values read as JSON when they parse), with its frozen teachers and
-the student weights of ``--student`` (default: ``<model_dir>/model.pt``), and passes ``--batches``
+the student weights of ``--student`` (default: ``<model_dir>/model.pt``; ``--student init``: the
+untrained student as the config initialises it under ``--seed``, to set KD weights before
+training), and passes ``--batches``
 training batches (the training transforms, crops and augmentation, ``--seed`` fixing them)
 through ``DistillationTrainer.measure``, which updates nothing. Prints, as mean ± sd over the
 batches:
@@ -37,6 +39,8 @@ from common.teachers import load_state_dict_strict
 from tools.bundle.isolation import bundle_scripts
 from tools.measure.model_cost import parse_model
 
+INIT = "init"  # --student value: the untrained student
+
 
 def parse_set(items: list[str]) -> dict:
     """``["id=value", ...]`` as overrides, values read as JSON when they parse."""
@@ -53,7 +57,8 @@ def parse_set(items: list[str]) -> dict:
 
 
 def audit(bundle: Path, configs: list[str], overrides: dict, student: Path | None, batches: int) -> dict:
-    """Each measure of ``DistillationTrainer.measure`` over ``batches`` training batches, by name."""
+    """Each measure of ``DistillationTrainer.measure`` over ``batches`` training batches, by name;
+    ``student`` ``init`` keeps the untrained student."""
     with bundle_scripts(bundle):
         parser = parse_model(bundle, ["train.json", *configs], {"num_workers": 0, **overrides})
         trainer = parser.get_parsed_content("train#trainer")
@@ -61,8 +66,9 @@ def audit(bundle: Path, configs: list[str], overrides: dict, student: Path | Non
             raise ValueError(
                 f"{bundle} trains with {type(trainer).__name__}, not a DistillationTrainer: no terms to audit."
             )
-        weights = student or Path(parser.get_parsed_content("model_dir")) / "model.pt"
-        load_state_dict_strict(trainer.network, str(weights))
+        if str(student) != INIT:
+            weights = student or Path(parser.get_parsed_content("model_dir")) / "model.pt"
+            load_state_dict_strict(trainer.network, str(weights))
         values: dict[str, list[float]] = defaultdict(list)
         for index, batch in enumerate(trainer.data_loader):
             if index == batches:
@@ -109,7 +115,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--configs", nargs="*", default=[], help="overlays on train.json, e.g. acdc_mri.json")
     parser.add_argument("--set", action="append", default=[], metavar="ID=VALUE", help="a config override")
-    parser.add_argument("--student", type=Path, help="student weights (default: <model_dir>/model.pt)")
+    parser.add_argument(
+        "--student",
+        type=Path,
+        help=f"student weights (default: <model_dir>/model.pt), or {INIT!r} for the untrained student",
+    )
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="fixes the crops and augmentation drawn")
     args = parser.parse_args(argv)

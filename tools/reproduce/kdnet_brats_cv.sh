@@ -28,21 +28,6 @@ mkdir -p "$cv"
 pixdim=${PIXDIM:-3.0} roi=${ROI:-48}
 budget=(--pixdim "[$pixdim,$pixdim,$pixdim]" --roi_size "[$roi,$roi,$roi]" --val_interval "${VAL_INTERVAL:-10}")
 
-# stage NAME CONFIGS MODEL_DIR EPOCHS ARGS...: train (unless MODEL_DIR/trained exists), then
-# evaluate on the fold's test cases (unless its per-case file exists).
-stage() {
-    local name=$1 configs=$2 dir=$3 epochs=$4
-    shift 4
-    local args=(--model_dir "$dir" "${budget[@]}" "$@")
-    if [ ! -e "$dir/trained" ]; then
-        run "$name" --config_file "[$configs]" --epochs "$epochs" --run_name "$name" "${args[@]}"
-        touch "$dir/trained"
-    fi
-    if [ ! -e "$R/evaluate_$name/val_mean_dice_raw.csv" ]; then  # evaluate.json names it after the model dir
-        run "evaluate_$name" --config_file "[$configs,'$C/evaluate.json']" "${args[@]}"
-    fi
-}
-
 for fold in $folds; do
     split=$cv/fold$fold.json
     split_datalist --datalist "$data/dataset.json" --out "$split" --only t1_kind=T1 \

@@ -6,6 +6,7 @@
 PYTHON=${PYTHON:-python}
 read -r -a extra_args <<< "${EXTRA_ARGS:-}"
 common=()
+budget=()  # arguments of every stage's training and evaluation (resolution, crop, validation interval)
 
 # bundle_setup NAME: B (the bundle), C (its configs), R (its runs folder, created).
 bundle_setup() {
@@ -47,4 +48,23 @@ teacher_stage() {
         *) run teacher --config_file "[$1]" --epochs "${TEACHER_EPOCHS:-$2}" --val_interval 2 ;;
     esac
     run evaluate_teacher --config_file "[$1,'$C/evaluate.json']"
+}
+
+# stage NAME CONFIGS MODEL_DIR EPOCHS ARGS...: a study's step. Trains run NAME (CONFIGS, model in
+# MODEL_DIR, whose folder name must be NAME) with the budget and ARGS unless MODEL_DIR/trained
+# exists, then evaluates it with evaluate.json unless runs/evaluate_NAME holds its per-case file
+# (<metric>_raw.csv):
+# a study stopped and started again skips what is done and resumes a training from its newest
+# checkpoint.
+stage() {
+    local name=$1 configs=$2 dir=$3 epochs=$4
+    shift 4
+    local args=(--model_dir "$dir" "${budget[@]}" "$@")
+    if [ ! -e "$dir/trained" ]; then
+        run "$name" --config_file "[$configs]" --epochs "$epochs" --run_name "$name" "${args[@]}"
+        touch "$dir/trained"
+    fi
+    if ! compgen -G "$R/evaluate_$name/*_raw.csv" > /dev/null; then  # evaluate.json names it after the model dir
+        run "evaluate_$name" --config_file "[$configs,'$C/evaluate.json']" "${args[@]}"
+    fi
 }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The MTMS study of bundles/mtms_contrastive_cardiac_mri/docs/README.md (docs/protocol.md) on ACDC:
+# the split of mtms_acdc.sh (60 training patients, 10 validation patients for model selection, the
+# source's 10 `validation` patients as the test set), the multi-task teacher on all 60, then every
+# arm and seed given, each evaluated on the test volumes (runs/evaluate_<run>/val_mean_dice_raw.csv).
+#   bash tools/reproduce/mtms_acdc_study.sh DATA_DIR [ARMS] [SEEDS]
+# ARMS (default: every arm below but the sweep). Students see the labels of the seeded half of the
+# patients (the same 30 in every arm); "_u" arms also distil on the other 30, without their labels:
+#   baseline, baseline_long  no KD, STUDENT_EPOCHS and twice as many (as many steps as a "_u" arm)
+#   pmd, pmd_u               prediction-map distillation only (train_pmd.json)
+#   paper, paper_u           + instance InfoNCE at three scales, the paper's code (train_paper.json)
+#   dense, dense_u           + dense (patch-level) InfoNCE through pooled heads (train_dense.json)
+#   feature_mse, feature_mse_u  + standardised-feature MSE through the same heads (train_feature_mse.json)
+#   dense_w<W>               dense with weight W at every scale (the sweep, on validation)
+# Runs are named f0_<arm>_s<seed> (one fold: tools.measure.cv_study tabulates them) and go under
+# runs/study/; each finished step leaves a marker, so the script can be stopped and started
+# again. STUDENT_EPOCHS (60), TEACHER_EPOCHS (30) and VAL_INTERVAL (5 epochs) set the budget.
+#   python -m tools.measure.cv_study bundles/mtms_contrastive_cardiac_mri/runs
+set -euo pipefail
+data=${1:?usage: mtms_acdc_study.sh DATA_DIR [ARMS] [SEEDS]}
+arms=${2:-baseline baseline_long pmd paper dense feature_mse pmd_u paper_u dense_u feature_mse_u}
+seeds=${3:-0 1 2}
+source "$(dirname "$0")/lib.sh"
+acdc_setup mtms_contrastive_cardiac_mri "$data"
+study=$R/study
+mkdir -p "$study"
+budget=(--val_interval "${VAL_INTERVAL:-5}")
+epochs=${STUDENT_EPOCHS:-60}
+teacher=$study/f0_teacher
+stage f0_teacher "'$C/train.json','$C/train_teacher.json'" "$teacher" "${TEACHER_EPOCHS:-30}"
+for seed in $seeds; do
+    for arm in $arms; do
+        configs="'$C/train.json'"
+        extra=(--diagnostics_interval 50)
+        budget_epochs=$epochs
+        case $arm in
+            baseline) configs="$configs,'$C/train_baseline.json'" extra=() ;;
+            baseline_long) configs="$configs,'$C/train_baseline.json'" extra=() budget_epochs=$((2 * epochs)) ;;
+            pmd | pmd_u | paper | paper_u | dense | dense_u | feature_mse | feature_mse_u)
+                configs="$configs,'$C/train_${arm%_u}.json'" ;;
+            dense_w*)
+                weight=${arm#dense_w}
+                configs="$configs,'$C/train_dense.json'"
+                extra+=(--scale_weights "{'encoder': $weight, 'bottleneck': $weight, 'decoder': $weight}") ;;
+            *) echo "unknown arm '$arm'; arms: baseline baseline_long pmd paper dense feature_mse, each KD arm" \
+                "with _u (KD on the unlabelled half too), dense_w<W>" >&2
+                exit 2 ;;
+        esac
+        case $arm in *_u) configs="$configs,'$C/train_unlabelled_kd.json'" ;; esac
+        name=f0_${arm}_s$seed
+        stage "$name" "$configs" "$study/$name" "$budget_epochs" --seed "$seed" --teacher#checkpoint "$teacher/model.pt"
+    done
+done
