@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 
 from tests.bundles.profiles import ANNOTATE
@@ -49,6 +50,44 @@ def test_finetuning_starts_from_the_distilled_student(trained):
     run_bundle(bundle.root, ["train.json", "finetune.json"], **bundle.profile.overrides(bundle.data))
     tuned = torch.load(bundle.root / "models" / "finetuned" / "model.pt", weights_only=True)
     assert student.keys() == tuned.keys() and any(not torch.equal(student[k], tuned[k]) for k in student)
+
+
+def test_mixed_finetuning_mixes_pseudo_labelled_and_labelled_cases_and_stops_early(trained, tmp_path):
+    bundle = trained(NAME)
+    frozen = {"epochs": 6, "early_stop_patience": 1, "learning_rate": 0.0, "model_dir": str(tmp_path)}
+    overrides = bundle.profile.overrides(bundle.data, **frozen)
+    log = run_bundle(bundle.root, ["train.json", "finetune_mixed.json"], **overrides)
+    # at learning rate 0 the validation Dice never improves on epoch 1: patience 1 stops after epoch 2
+    assert "Epoch[2] Complete" in log and "Epoch[3]" not in log
+    assert (tmp_path / "model.pt").exists()
+    parser = ConfigParser()
+    parser.read_config([str(bundle.root / "configs" / f) for f in ("train.json", "finetune_mixed.json")])
+    parser.update(overrides | {"bundle_root": str(bundle.root)})
+    items = parser.get_parsed_content("train#dataset#data")
+    pseudo = [i for i in items if i["label"].startswith(str(bundle.root / "runs" / "pseudo_labels"))]
+    labelled = [i for i in items if i not in pseudo]
+    assert len(pseudo) == 2 and len(labelled) == 2 * 1  # 1 labelled case repeated to match the 2 pseudo-labelled
+
+
+def test_the_compact_student_is_five_times_smaller_than_either_teacher_and_trains(trained, tmp_path):
+    bundle = trained(NAME)
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLES / NAME / "configs" / f) for f in ("train.json", "student_compact.json")])
+    size = sum(p.numel() for p in parser.get_parsed_content("network_def").parameters())
+    for teacher in ("unet", "segresnet"):
+        teacher_size = sum(
+            p.numel() for p in parser.get_parsed_content(f"teacher_nets#{teacher}#network_def").parameters()
+        )
+        assert 5 * size <= teacher_size, teacher
+    run_bundle(
+        bundle.root,
+        ["train.json", "student_compact.json"],
+        **bundle.profile.overrides(bundle.data, model_dir=str(tmp_path), run_name="compact_student"),
+    )
+    inference = ConfigParser()
+    inference.read_config([str(BUNDLES / NAME / "configs" / f) for f in ("inference.json", "inference_compact.json")])
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    inference.get_parsed_content("network_def").load_state_dict(state)  # inference builds the same network
 
 
 def test_soft_targets_train(trained):

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 
 import numpy as np
 import pytest
@@ -60,6 +61,30 @@ def test_pseudo_label_quality_scores_confident_voxels_against_ground_truth(tmp_p
     args = ["--dataset_dir", str(tmp_path), "--datalist", str(tmp_path / "split.json"), "--pseudo", "t", str(folder)]
     pseudo_label_quality.main(args)
     assert "| t | 1 | 0.667 | 1.6% |" in capsys.readouterr().out
+
+
+def test_pseudo_label_quality_measures_how_alike_two_teachers_errors_are(tmp_path, capsys):
+    import nibabel as nib
+
+    truth = np.zeros((4, 4, 4), np.uint8)
+    truth[:2] = 1  # rows 0-1: 32 voxels
+    first, second = np.zeros_like(truth), np.zeros_like(truth)
+    first[0] = 1  # misses row 1: 16 errors
+    first[3, 3, 3] = 255  # ignored: left out of both sides' comparison
+    second[0], second[2] = 1, 1  # misses row 1 and adds row 2: 32 errors, 16 shared with the first
+    for name, array in (("img", truth.astype(np.float32)), ("lab", truth), ("a", first), ("b", second)):
+        nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / f"{name}.nii.gz")
+    (tmp_path / "split.json").write_text(json.dumps({"transferal": [{"image": "img.nii.gz", "label": "lab.nii.gz"}]}))
+    args = ["--dataset_dir", str(tmp_path), "--datalist", str(tmp_path / "split.json")]
+    for name in ("a", "b"):
+        (tmp_path / f"pl_{name}").mkdir()
+        entry = {"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / f"{name}.nii.gz")}
+        (tmp_path / f"pl_{name}" / "datalist.json").write_text(json.dumps({"training": [entry]}))
+        args += ["--pseudo", name, str(tmp_path / f"pl_{name}")]
+    pseudo_label_quality.main(args)
+    # 63 voxels kept by both: 16 wrong in both, 16 wrong in b only, 31 right in both
+    phi = (16 * 31 - 0 * 16) / math.sqrt((16 + 0) * (16 + 31) * (16 + 16) * (0 + 31))
+    assert f"| a and b | 1 | 0.500 | {phi:.3f} |" in capsys.readouterr().out
 
 
 def test_compare_ddp_reads_the_last_best_metric_and_names_a_log_without_one():
@@ -236,3 +261,10 @@ def test_cv_study_pools_folds_per_seed_and_pairs_each_arm_with_the_baseline(tmp_
     assert summary["kd"]["paired"]["run_pairs"] == ["f0_s0", "f0_s1", "f1_s0"]
     assert summary["kd"]["complete"] and summary["kd"]["seeds"] == [0, 1]
     assert "| teacher | 2 | 0,1 | – | 0.900 | 0.850 |" in capsys.readouterr().out and "paired" not in summary["teacher"]
+    # against the teacher, which has no seeds: every seed of a fold pairs with the fold's teacher
+    cv_study.main([str(tmp_path), "--baseline", "teacher", "--json", str(tmp_path / "against_teacher.json")])
+    against_teacher = json.loads((tmp_path / "against_teacher.json").read_text())
+    # a: (-0.3 - 0.2) / 2, b: -0.2, c: 0, d: -0.4 -> mean -0.2125
+    assert against_teacher["kd"]["paired"]["difference"] == pytest.approx(-0.2125)
+    assert against_teacher["kd"]["paired"]["run_pairs"] == ["f0_s0", "f0_s1", "f1_s0"]
+    assert "kd: KD − teacher = -0.21" in capsys.readouterr().out

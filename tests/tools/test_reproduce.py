@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from tests.helpers import REPO, copy_bundle, run
 from tools.data import synthetic_brats, synthetic_cardiac, synthetic_ct
@@ -83,6 +84,36 @@ def test_transfer_reproduction_runs_every_stage(tmp_path):
     assert stages[7:] == [
         f"{s}{v}_seed0" for v in ("unet", "segresnet", "fused", "groundtruth", "finetuned") for s in ("", "evaluate_")
     ]
+
+
+@pytest.mark.slow
+def test_transfer_study_runs_each_stage_once_and_pairs_students_with_a_teacher(tmp_path):
+    data = single_channel_cases(tmp_path / "la", 13)
+    sizes = {"N_TEACHER": "2", "N_TRANSFERAL": "3", "N_FINETUNE": "2", "N_VAL": "2", "N_TEST": "2"}
+    env = sizes | {"TEACHER_EPOCHS": "1", "STUDENT_EPOCHS": "1", "FINETUNE_EPOCHS": "1", "VAL_INTERVAL": "1"}
+    extra = "--roi_size [32,32,32] --num_workers 0"
+    extra += " --teacher_nets#unet#roi_size [32,32,32] --teacher_nets#segresnet#roi_size [32,32,32]"
+    args = (str(data), "labelled_only fused fused_soft finetuned", "0")
+    output = reproduce("transfer_la_study.sh", "agnostic_transfer_la_mri", tmp_path, *args, extra=extra, **env)
+    teachers = [name for t in ("unet", "segresnet") for name in (f"f0_teacher_{t}", f"evaluate_f0_teacher_{t}")]
+    annotations = [f"annotate_{s}" for s in ("unet", "segresnet", "fused", "fused_conf", "fused_soft")]
+    students = [
+        n for a in ("labelled_only", "fused", "fused_soft", "finetuned") for n in (f"f0_{a}_s0", f"evaluate_f0_{a}_s0")
+    ]
+    assert walls(output) == teachers + annotations + students
+    assert "| unet and segresnet | 3 |" in output  # how alike the teachers' errors are
+    again = run(
+        ["bash", "tools/reproduce/transfer_la_study.sh", *args],
+        env=os.environ | env | {"PYTHON": sys.executable, "BUNDLES": str(tmp_path / "bundles"), "EXTRA_ARGS": extra},
+    )
+    assert walls(again.stdout + again.stderr) == []  # every stage left its marker: nothing runs twice
+    runs = str(tmp_path / "bundles/agnostic_transfer_la_mri/runs")
+    table = run([sys.executable, "-m", "tools.measure.cv_study", runs, "--baseline", "teacher_unet"]).stdout
+    assert "| teacher_segresnet | 1 | 0 | – |" in table and "fused: KD − teacher_unet = " in table
+    model = torch.load(
+        tmp_path / "bundles/agnostic_transfer_la_mri/runs/study/f0_finetuned_s0/model.pt", weights_only=True
+    )
+    assert sum(v.numel() for v in model.values()) < 200_000  # the compact student
 
 
 def acdc_like(folder: Path) -> Path:

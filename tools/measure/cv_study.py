@@ -7,11 +7,12 @@ Reads what ``tools/reproduce/kdnet_brats_cv.sh``, ``mtms_acdc_study.sh`` (or any
 in a bundle's ``runs/``: a run ``f<fold>_<arm>_s<seed>`` (a teacher, one per fold and not paired:
 ``f<fold>_<arm>``) has its training checkpoints in ``runs/<run>/`` (the newest one holds the best
 validation Dice the run selected its model on) and its test evaluation in
-``runs/evaluate_<run>/<metric>_raw.csv`` (one per folder: ``val_mean_dice`` or ``test_mean_dice``).
+``runs/evaluate_<run>/<val or test>_mean_dice_raw.csv``.
 Per arm it prints the runs found, the mean best validation Dice, the test Dice as mean ± sd over
 seeds (a seed's value: the mean over every test case of the folds it ran) and, for every arm
 but the baseline, the paired difference against the baseline over the (fold, seed) pairs both
-ran: per test case, averaged over seeds, with a 95 % t interval over cases
+ran (against a baseline without seeds, a teacher, each seed pairs with the fold's one run): per
+test case, averaged over seeds, with a 95 % t interval over cases
 (:func:`tools.measure.paired.paired_difference`). An arm missing folds is marked, never pooled
 silently.
 """
@@ -46,7 +47,7 @@ def collect(runs: Path) -> dict[str, dict[tuple[int, int], dict]]:
     arms: dict[str, dict[tuple[int, int], dict]] = defaultdict(dict)
     for evaluation in sorted(runs.glob("evaluate_f*")):
         match = RUN.match(evaluation.name.removeprefix("evaluate_"))
-        raw = sorted(evaluation.glob("*_raw.csv"))
+        raw = sorted(evaluation.glob("*_mean_dice_raw.csv"))
         if not match or not raw:
             continue
         fold, arm = int(match.group(1)), match.group(2)
@@ -57,6 +58,13 @@ def collect(runs: Path) -> dict[str, dict[tuple[int, int], dict]]:
             "validation": best_validation(runs / name),
         }
     return arms
+
+
+def _partner(key: tuple[int, int], baseline: dict) -> tuple[int, int | None] | None:
+    """The baseline run a run is paired with: the same fold and seed, or the fold's one run of a
+    seedless baseline (a teacher), or none."""
+    fold = key[0]
+    return key if key in baseline else (fold, None) if (fold, None) in baseline else None
 
 
 def summarise(arms: dict[str, dict[tuple[int, int], dict]], baseline: str) -> dict[str, dict]:
@@ -87,11 +95,11 @@ def summarise(arms: dict[str, dict[tuple[int, int], dict]], baseline: str) -> di
             },
         }
         if arm != baseline and baseline in arms and any(seed is not None for seed in seeds):
-            shared = sorted(set(runs) & set(arms[baseline]))
-            if shared:
+            pairs = [(partner, key) for key in sorted(runs) if (partner := _partner(key, arms[baseline]))]
+            if pairs:
                 row["paired"] = paired_difference(
-                    [arms[baseline][key]["test"] for key in shared], [runs[key]["test"] for key in shared]
-                ) | {"run_pairs": [f"f{fold}_s{seed}" for fold, seed in shared]}
+                    [arms[baseline][partner]["test"] for partner, _ in pairs], [runs[key]["test"] for _, key in pairs]
+                ) | {"run_pairs": [f"f{fold}_s{seed}" for _, (fold, seed) in pairs]}
         summary[arm] = row
     return summary
 
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     for arm, row in summary.items():
         if "paired" in row:
-            print(f"{arm}: {sentence(row['paired'])}")
+            print(f"{arm}: {sentence(row['paired'], args.baseline)}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
 

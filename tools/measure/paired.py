@@ -111,12 +111,13 @@ def paired_difference(
     }
 
 
-def sentence(result: dict) -> str:
+def sentence(result: dict, baseline: str = "baseline") -> str:
+    """The result in one line; ``baseline`` names what the KD student was compared with."""
     low, high = result["ci95"]
     verdict = "excludes 0" if result["excludes_zero"] else "includes 0: no difference shown"
     return (
-        f"KD − baseline = {result['difference']:+.3f} (95 % CI {low:+.3f} to {high:+.3f}; {result['cases']} test cases "
-        f"× {result['runs']} run pair(s); the interval {verdict})"
+        f"KD − {baseline} = {result['difference']:+.3f} (95 % CI {low:+.3f} to {high:+.3f}; "
+        f"{result['cases']} test cases × {result['runs']} run pair(s); the interval {verdict})"
     )
 
 

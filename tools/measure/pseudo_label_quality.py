@@ -5,12 +5,18 @@
 
 A diagnostic of the annotate stage (the method never reads these labels): for each pseudo-label
 folder (written by the transfer bundle's ``scripts.annotate.PseudoLabeler``), the mean foreground Dice over the cases
-of ``--key`` and the fraction of voxels the confidence mask ignored.
+of ``--key`` and the fraction of voxels the confidence mask ignored; then, for every two folders,
+how alike their errors are: the Jaccard overlap of their error voxels and the correlation (phi)
+of their error indicators, per case over the voxels neither ignored (a case one of them ignored
+entirely is left out), as mean ± sd over cases.
+Fusion can only correct a teacher where another teacher is right: errors that coincide (overlap
+near 1) leave it nothing to fix.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -34,20 +40,59 @@ def main(argv: list[str] | None = None) -> None:
         os.path.abspath(i["image"]): i["label"]
         for i in load_decathlon_datalist(args.datalist, True, args.key, args.dataset_dir)
     }
+    errors: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}  # name: case: (error, kept)
     print("| pseudo labels | cases | Dice vs ground truth, mean ± std over cases | ignored voxels |")
     print("|---|---:|---:|---:|")
     for name, folder in args.pseudo:
         with open(os.path.join(folder, "datalist.json")) as f:
             entries = json.load(f)["training"]
         scores, ignored = [], []
+        errors[name] = {}
         for entry in entries:
             pseudo = np.asarray(nib.load(os.path.join(folder, entry["label"])).dataobj)
             label = np.asarray(nib.load(truth[entry["image"]]).dataobj) > 0
             kept = pseudo != args.ignore_value
-            scores.append(dice((pseudo == 1) & kept, label & kept))
+            if kept.any():  # a case whose every voxel was ignored has no Dice
+                scores.append(dice((pseudo == 1) & kept, label & kept))
             ignored.append(1 - kept.mean())
-        spread = f" ± {statistics.stdev(scores):.3f}" if len(scores) > 1 else ""
-        print(f"| {name} | {len(scores)} | {statistics.mean(scores):.3f}{spread} | {statistics.mean(ignored):.1%} |")
+            errors[name][entry["image"]] = ((pseudo == 1) != label, kept)
+        print(f"| {name} | {len(entries)} | {_cell(scores)} | {statistics.mean(ignored):.1%} |")
+    pairs = list(itertools.combinations(errors, 2))
+    if pairs:
+        print("\n| pseudo labels | cases | error overlap (Jaccard) | error correlation (phi) |")
+        print("|---|---:|---:|---:|")
+    for a, b in pairs:
+        cases = sorted(set(errors[a]) & set(errors[b]))
+        overlap, phi = [], []
+        for case in cases:
+            (error_a, kept_a), (error_b, kept_b) = errors[a][case], errors[b][case]
+            both = kept_a & kept_b
+            if not both.any():  # one folder ignored every voxel: nothing to compare
+                continue
+            overlap.append(error_overlap(error_a[both], error_b[both]))
+            phi.append(error_correlation(error_a[both], error_b[both]))
+        print(f"| {a} and {b} | {len(overlap)} | {_cell(overlap)} | {_cell(phi)} |")
+
+
+def error_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard index of two error masks (1: the same voxels are wrong; 0 when neither errs)."""
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 0.0
+
+
+def error_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation (phi) of two binary error masks; 0 when either is constant."""
+    a, b = a.ravel().astype(float), b.ravel().astype(float)
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "–"
+    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.3f}{spread}"
 
 
 if __name__ == "__main__":
