@@ -6,7 +6,7 @@ import glob
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from ignite.engine import Engine, Events
@@ -69,3 +69,35 @@ class ResumeFromLatest:
             CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location=self.map_location)(engine)
             return
         logger.info(f"no checkpoint to resume from in {self.directory}: starting from scratch.")
+
+
+class TermWeightWarmup:
+    """Ramp the distillation terms' weights up linearly over the first ``epochs`` epochs: at epoch
+    ``e`` (1-based) each term not in ``keep`` weighs ``min(1, e / epochs)`` times its configured
+    weight, so a student first learns from the labels before strong feature terms pull on it.
+    The factor is computed from the engine's epoch, so a resumed run continues the ramp where it
+    stopped. ``epochs`` 0 leaves every weight as configured.
+
+    Args:
+        loss: the ``common.losses.DistillationLoss`` whose ``weights`` are ramped.
+        epochs: length of the ramp.
+        keep: terms left at full weight (the segmentation terms).
+    """
+
+    def __init__(self, loss: torch.nn.Module, epochs: int, keep: Sequence[str] = ()) -> None:
+        if epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {epochs}.")
+        unknown = sorted(set(keep) - set(loss.weights))
+        if unknown:
+            raise ValueError(f"keep names {unknown}, which the loss does not have; its terms: {sorted(loss.weights)}.")
+        self.loss, self.epochs = loss, int(epochs)
+        self.full = {name: weight for name, weight in loss.weights.items() if name not in set(keep)}
+
+    def attach(self, engine: Engine) -> None:
+        if self.epochs and self.full:
+            engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        factor = min(1.0, engine.state.epoch / self.epochs)
+        for name, weight in self.full.items():
+            self.loss.weights[name] = weight * factor

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -68,3 +68,34 @@ class FeatureTaps:
             handle.remove()
         self._handles.clear()
         self.features.clear()
+
+
+def tapped_channels(
+    network: nn.Module, layers: Mapping[str, str | Sequence[str]], input_shape: Sequence[int]
+) -> dict[str, int]:
+    """The channel count of each tap, by key, read from one forward pass on zeros of
+    ``input_shape`` (B, C, *spatial): what a config needs to size an adapter without assuming how
+    wide a network's layers are. A key naming several layers (a combination concatenated along
+    channels) gets their sum.
+
+    The pass runs without gradients in eval mode (normalisation statistics are not updated) and
+    restores the network's mode, so the network is left as it was.
+
+    Example::
+
+        >>> from monai.networks.nets import BasicUNet
+        >>> net = BasicUNet(2, 1, 2, features=(4, 4, 8, 8, 16, 4))
+        >>> tapped_channels(net, {"bottleneck": "down_4", "both": ["down_1", "down_2"]}, [1, 1, 32, 32])
+        {'bottleneck': 16, 'both': 12}
+    """
+    names = {key: [layer] if isinstance(layer, str) else list(layer) for key, layer in layers.items()}
+    parameter = next(network.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    taps = FeatureTaps(network, sorted({layer for group in names.values() for layer in group}))
+    training = network.training
+    try:
+        with torch.no_grad(), taps:
+            network.eval()(torch.zeros(*input_shape, device=device))
+            return {key: sum(int(taps.features[layer].shape[1]) for layer in group) for key, group in names.items()}
+    finally:
+        network.train(training)

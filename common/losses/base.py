@@ -39,9 +39,11 @@ def resize_to(x: torch.Tensor, size: Sequence[int], mode: str = "bilinear", what
     return F.interpolate(x, size=size, mode=mode, align_corners=align)
 
 
-def concat_resized(features: Sequence[torch.Tensor], mode: str = "bilinear") -> torch.Tensor:
+def concat_resized(features: Sequence[torch.Tensor], mode: str = "area") -> torch.Tensor:
     """Concatenate feature maps along channels on the grid of the smallest one (a "combination of
-    layers", e.g. several teacher layers as one input): larger maps are interpolated down to it."""
+    layers", e.g. several teacher layers as one input): larger maps are brought down to it, by
+    default by averaging (``"area"``), which does not alias as bilinear sampling does at 4x and
+    more."""
     if not features:
         raise ValueError("concat_resized needs at least one feature map.")
     shapes = [tuple(f.shape) for f in features]

@@ -11,6 +11,7 @@ from monai.networks.nets import BasicUNetPlusPlus
 
 from tests.bundles.profiles import HLFD_TERMS
 from tests.helpers import BUNDLES, bundle_module, logged_terms, run_bundle, run_fails
+from tools.bundle.isolation import bundle_scripts
 
 NAME = "hlfd_tumour_ct"
 pytestmark = pytest.mark.xdist_group(NAME)  # the worker that trains this bundle for the contract tests
@@ -45,6 +46,37 @@ def test_the_papers_decoderless_fcn_student_trains_with_the_same_terms(trained, 
     assert set(logged_terms(log)) == HLFD_TERMS | SEG_TERMS
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert "classifier.weight" in state and not any(k.startswith("decoder") for k in state)
+
+
+def test_kd_warmup_scales_every_distillation_term_but_not_segmentation(trained, tmp_path):
+    bundle = trained(NAME)
+    logs = {}
+    for warmup in (0, 4):  # same seed, same first batch: at epoch 1 of a 4-epoch ramp, a quarter
+        overrides = {
+            "run_name": f"warmup{warmup}",
+            "model_dir": str(tmp_path / str(warmup)),
+            "kd_warmup_epochs": warmup,
+        }
+        logs[warmup] = logged_terms(
+            run_bundle(bundle.root, ["train.json"], **bundle.profile.overrides(bundle.data, **overrides))
+        )
+    assert set(logs[4]) == HLFD_TERMS | SEG_TERMS
+    for name, value in logs[0].items():
+        expected = value if name in SEG_TERMS else value / 4
+        assert logs[4][name] == pytest.approx(expected, rel=1e-3, abs=1e-4), name
+
+
+def test_the_p_adapter_is_on_the_student_side_and_sized_from_the_networks():
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / NAME / "configs" / "train.json"))
+    with bundle_scripts(BUNDLES / NAME):
+        loss = parser.get_parsed_content("loss_def")
+    student_side, teacher_side = loss.adapters["plfd_mid_to_d5"]
+    assert isinstance(teacher_side, torch.nn.Identity)  # nothing learnable between the teacher and the loss
+    # UNet++ row-0 nodes X(0,1..3) have features[0] channels each: 3 x 32 here, read from the network
+    assert (student_side.in_channels, student_side.out_channels) == (256, 3 * parser["teacher_features"][0])
 
 
 def test_the_teacher_is_evaluated_like_the_students(trained):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from ignite.engine import Engine, Events
 from torch import nn
@@ -38,3 +39,37 @@ def test_a_finished_run_is_not_resumed_but_a_longer_one_extends_it(tmp_path):
         engine.run([0], max_epochs=max_epochs)
     assert seen[0] != 3.0 and seen[1] != 3.0
     assert seen[2] == 3.0
+
+
+def test_term_weight_warmup_ramps_distillation_terms_from_the_engine_epoch():
+    from ignite.engine import Engine
+
+    from common.handlers import TermWeightWarmup
+    from common.losses import DistillationLoss
+
+    def term(weight: float) -> dict:
+        return {"loss": torch.nn.MSELoss(), "inputs": ["student", "label"], "weight": weight}
+
+    loss = DistillationLoss({"seg": term(1.0), "kd": term(0.5), "feature": term(2.0)})
+    seen = []
+    engine = Engine(lambda engine, batch: seen.append((engine.state.epoch, dict(loss.weights))))
+    TermWeightWarmup(loss, epochs=4, keep=["seg"]).attach(engine)
+    engine.run([0], max_epochs=5)
+    assert [(epoch, w["kd"], w["feature"], w["seg"]) for epoch, w in seen] == [
+        (1, 0.125, 0.5, 1.0),
+        (2, 0.25, 1.0, 1.0),
+        (3, 0.375, 1.5, 1.0),
+        (4, 0.5, 2.0, 1.0),
+        (5, 0.5, 2.0, 1.0),
+    ]
+    fresh = DistillationLoss({"seg": term(1.0), "kd": term(0.5)})  # a new process resuming after epoch 2
+    seen.clear()
+    resumed = Engine(lambda engine, batch: seen.append((engine.state.epoch, fresh.weights["kd"])))
+    TermWeightWarmup(fresh, epochs=4, keep=["seg"]).attach(resumed)
+    resumed.state.epoch, resumed.state.iteration, resumed.state.max_epochs = 2, 2, 5
+    resumed.run([0], max_epochs=5)
+    assert seen == [(3, 0.375), (4, 0.5), (5, 0.5)]  # the ramp goes on where it stopped
+    with pytest.raises(ValueError, match=r"keep names \['sgm'\], which the loss does not have"):
+        TermWeightWarmup(loss, epochs=4, keep=["sgm"])
+    with pytest.raises(ValueError, match="epochs must be >= 0"):
+        TermWeightWarmup(loss, epochs=-1)

@@ -179,6 +179,8 @@ def test_concat_resized_combines_layers_on_the_smallest_grid():
     combined = concat_resized([a, b])
     assert combined.shape == (2, 5, 4, 4)
     assert torch.equal(combined[:, 2:], b)
+    # the larger map is averaged over 2x2 blocks, not sampled
+    torch.testing.assert_close(combined[:, :2], a.unfold(2, 2, 2).unfold(3, 2, 2).mean((-1, -2)))
     with pytest.raises(ValueError, match="cannot be combined"):
         concat_resized([a, torch.rand(1, 3, 4, 4)])
 

@@ -42,3 +42,18 @@ def test_taps_record_nothing_outside_their_block_and_hold_nothing_after_it():
 def test_wrong_layer_name_lists_valid_names():
     with pytest.raises(ValueError, match=r"cannot tap \['down_layers.9'\].*Valid layer names: \[.*'down_layers.3'"):
         FeatureTaps(net(), ["down_layers.9"])
+
+
+def test_tapped_channels_reads_widths_from_the_network_and_leaves_it_as_it_was():
+    from monai.networks.nets import BasicUNet, BasicUNetPlusPlus
+
+    from common.taps import tapped_channels
+
+    net = BasicUNetPlusPlus(2, 1, 2, features=(4, 6, 8, 10, 12, 5)).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    # UNet++ row-0 nodes have features[0] channels, not features[5]: the widths a config must not assume
+    layers = {"mid": ["upcat_0_1", "upcat_0_2", "upcat_0_3"], "e5": "conv_4_0", "final": "upcat_0_4"}
+    assert tapped_channels(net, layers, [1, 1, 32, 32]) == {"mid": 12, "e5": 12, "final": 5}
+    assert net.training and all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    with pytest.raises(ValueError, match="cannot tap"):
+        tapped_channels(BasicUNet(2, 1, 2), {"x": "down_9"}, [1, 1, 32, 32])
