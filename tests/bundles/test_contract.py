@@ -155,6 +155,36 @@ def test_inference_writes_label_maps_on_the_input_grid(trained, name, tmp_path):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_the_exported_student_gives_pytorch_s_label_maps(trained, name, runtime, tmp_path):
+    """The parity gate of deployment: ``inference_<runtime>.json`` on ``models/model.onnx``
+    writes, for every phantom, a label map of the same geometry as ``inference.json``'s with
+    Dice >= 0.99 per class present."""
+    pytest.importorskip({"onnx": "onnxruntime", "openvino": "openvino"}[runtime])
+    from tools.bundle.export_onnx import export as export_onnx
+
+    bundle = trained(name)
+    onnx_file, _ = export_onnx(bundle.root, [], {}, tmp_path / "model.onnx", atol=1e-3)
+    maps = {}
+    for label, configs, extra in (
+        ("pytorch", ["inference.json"], {}),
+        (runtime, ["inference.json", f"inference_{runtime}.json"], {"onnx_file": str(onnx_file)}),
+    ):
+        out = tmp_path / label
+        run_bundle(bundle.root, configs, **inference_overrides(bundle.profile, bundle.data, out), **extra)
+        maps[label] = {p.name: nib.load(p) for p in out.glob("*_seg.nii.gz")}
+    assert maps["pytorch"] and maps["pytorch"].keys() == maps[runtime].keys()
+    for case, reference in maps["pytorch"].items():
+        exported = maps[runtime][case]
+        assert exported.shape == reference.shape, case
+        np.testing.assert_allclose(exported.affine, reference.affine, atol=1e-6)
+        a, b = np.asarray(reference.dataobj), np.asarray(exported.dataobj)
+        for cls in set(np.unique(a).tolist()) | set(np.unique(b).tolist()):
+            dice = 2 * np.sum((a == cls) & (b == cls)) / (np.sum(a == cls) + np.sum(b == cls))
+            assert dice >= 0.99, f"{case} class {cls}: Dice {dice:.4f} between PyTorch and {runtime}"
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_model_zoo_checks_pass(trained, name):
     bundle = trained(name)
     results = run_checks(str(bundle.root), dataset_dir=str(bundle.data))

@@ -8,7 +8,9 @@ A bundle must be self-contained (it is sent alone to another site), so each one 
 copy of what they all share; this tool is what keeps the copies identical:
 
 - whole files, copied as they are into ``configs/``: ``multi_gpu_train.json`` (DDP, samplers,
-  rank-0 logging and checkpoints) and ``logging.conf``;
+  rank-0 logging and checkpoints), ``logging.conf``, and ``inference_onnx.json`` /
+  ``inference_openvino.json`` (``inference.json`` run by ONNX Runtime or OpenVINO on
+  ``models/model.onnx``, which ``python -m tools.bundle.export_onnx`` writes);
 - ids of ``train.json`` (``blocks/train.json``: the ``bundle_root`` convention, the check that
   the ``common`` package is there, the bundle folder on ``sys.path``) and of ``inference.json``
   (``blocks/inference.json``: MONAI Label's ``image_path`` kept away from ``Spacingd``). An id
@@ -32,7 +34,7 @@ from monai.bundle import ConfigParser
 
 BLOCKS = Path(__file__).resolve().parents[2] / "bundles" / "_blocks"
 REPO = Path(__file__).resolve().parents[2]
-WHOLE_FILES = ("multi_gpu_train.json", "logging.conf")
+WHOLE_FILES = ("multi_gpu_train.json", "logging.conf", "inference_onnx.json", "inference_openvino.json")
 ID_BLOCKS = ("train.json", "inference.json")
 REFERENCE = re.compile(r"@([\w#]+)")
 
