@@ -140,3 +140,90 @@ def test_the_drift_check_names_each_hand_edited_copy_and_the_sync_restores_them(
         "@common_package",
         "$monai.utils.set_determinism(seed=@seed)",
     ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["kdnet_brats_mri", "mtms_contrastive_cardiac_mri", "hlfd_tumour_ct", "agnostic_transfer_la_mri", "_template_kd"],
+)
+def test_the_collection_s_configs_pass_the_audit(name):
+    from tools.bundle.audit import audit
+
+    assert audit(BUNDLES / name) == []
+
+
+@pytest.mark.parametrize(
+    "config, reason",
+    [
+        ({"evil": "$__import__('os').system('x')"}, "name __import__"),
+        ({"a": "$os.system('x')"}, "os.system is not in the allowed module functions"),
+        ({"a": "$getattr(os, 'system')('x')"}, "name getattr"),
+        ({"a": "$(lambda o: o.system('x'))(os)"}, "name os (a module used directly)"),
+        ({"a": "$@x.__class__.__bases__"}, "attribute __class__"),
+        ({"a": "$open('/etc/passwd').read()"}, "name open"),
+        ({"a": "$os.environ.update({})"}, "os.environ.update is not in the allowed module functions"),
+        ({"a": "$np.load('x.npy', allow_pickle=True)"}, "numpy.load is not in the allowed module functions"),
+        ({"a": "$monai.utils.optional_import('os')[0].system('x')"}, "optional_import with another first argument"),
+        ({"imports": ["$import subprocess"]}, "import of subprocess"),
+        ({"a": "$exec('x')"}, "name exec"),
+        ({"a": {"_target_": "subprocess.run", "args": ["x"]}}, "subprocess.run is outside"),
+        ({"a": {"_target_": "monai.utils.optional_import", "module": "os"}}, "monai.utils.optional_import is outside"),
+        ({"a": {"_target_": "optional_import", "module": "os"}}, "optional_import resolves to ['monai.utils.module']"),
+        ({"a": {"_target_": "LoadImaged", "keys": "image", "_mode_": "debug"}}, "_mode_ debug"),
+        ({"a": "%/elsewhere/config.json#id"}, "a macro reading another file"),
+    ],
+)
+def test_the_audit_names_the_file_id_and_expression_of_code_outside_the_allow_list(config, reason):
+    from tools.bundle.audit import audit_text
+
+    findings = audit_text("configs/inference.json", json.dumps(config))
+    assert findings and any(reason in f.reason for f in findings), findings
+    assert str(findings[0]).startswith("configs/inference.json: ")
+
+
+def test_the_audit_allows_what_configs_legitimately_do():
+    from tools.bundle.audit import audit_text
+
+    config = {
+        "imports": ["$import glob", "$import os"],
+        "a": "$os.path.join(@bundle_root, 'models', 'model.pt')",
+        "b": "$[h for h in @handlers if h is not None] + [dict(x=1)]",
+        "c": "$lambda images: torch.cat([torch.from_numpy(image.numpy()) for image in images.cpu()])",
+        "d": "$monai.utils.optional_import('common', '0.3')[0].__name__",
+        "e": {"_target_": "RandFlipd", "keys": "image", "prob": "$0.5 * @p"},
+        "f": {"_target_": "common.losses.DistillationLoss", "terms": "@terms"},
+        "g": "$torch.device('cuda:' + os.environ['LOCAL_RANK'] if torch.cuda.is_available() else 'cpu')",
+    }
+    assert audit_text("configs/train.json", json.dumps(config)) == []
+
+
+def test_verify_refuses_a_config_attack_with_a_consistent_manifest_and_checksum(tmp_path, capsys):
+    """The attack of a received bundle: code added to a config, its manifest line and the zip's
+    checksum recomputed, so that integrity checks pass: the audit still refuses it, naming it."""
+    original = export(fake_bundle(tmp_path), tmp_path / "sent")
+    attacked = tmp_path / "received" / original.name
+    attacked.parent.mkdir()
+    evil = {"bundle_root": ".", "evil": "$__import__('os').system('touch pwned')", "initialize": ["@evil"]}
+    with zipfile.ZipFile(original) as src, zipfile.ZipFile(attacked, "w") as dst:
+        files = {item.filename: src.read(item) for item in src.infolist()}
+        top = next(iter(files)).split("/")[0]
+        files[f"{top}/configs/inference.json"] = json.dumps(evil).encode()
+        manifest = files[f"{top}/MANIFEST.sha256"].decode().splitlines()
+        digest = sha256(files[f"{top}/configs/inference.json"])
+        manifest = [
+            f"{digest}  configs/inference.json" if line.endswith("  configs/inference.json") else line
+            for line in manifest
+        ]
+        files[f"{top}/MANIFEST.sha256"] = ("\n".join(manifest) + "\n").encode()
+        for name, data in files.items():
+            dst.writestr(name, data)
+    Path(f"{attacked}.sha256").write_text(f"{sha256(attacked.read_bytes())}  {attacked.name}\n")
+    problems = verify(attacked)
+    assert problems == [
+        "config audit: configs/inference.json: evil: \"$__import__('os').system('touch pwned')\": name __import__"
+    ]
+    assert verify(attacked, {"configs/inference.json:evil"}) == []  # an expert's explicit acceptance
+    with pytest.raises(SystemExit):
+        export_main(["verify", str(attacked)])
+    assert "REFUSED" in capsys.readouterr().out
+    assert not (tmp_path / "pwned").exists()

@@ -37,6 +37,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from tools.bundle.audit import audit_configs
 from tools.bundle.verify import export_torchscript
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,8 +147,9 @@ def export(bundle: Path, out: Path, with_teacher: bool = True, with_torchscript:
     return path
 
 
-def verify(path: Path) -> list[str]:
-    """What is wrong with a received zip (an empty list: it is what was sent)."""
+def verify(path: Path, accepted: set[str] = frozenset()) -> list[str]:
+    """What is wrong with a received zip (an empty list: it is what was sent, and its configs pass
+    the audit of :mod:`tools.bundle.audit`, less the findings ``accepted`` as ``FILE:ID``)."""
     problems = []
     checksum_file = Path(f"{path}.sha256")
     data = path.read_bytes()
@@ -179,7 +181,8 @@ def verify(path: Path) -> list[str]:
     problems += [f"missing: {key}" for key in sorted(set(listed) - set(files))]
     problems += [f"not in the manifest: {key}" for key in sorted(set(files) - set(listed))]
     problems += [f"altered: {key}" for key in sorted(set(files) & set(listed)) if sha256(files[key]) != listed[key]]
-    return problems
+    configs = {key: data.decode() for key, data in files.items() if re.fullmatch(r"configs/[^/]+\.json", key)}
+    return problems + [f"config audit: {finding}" for finding in audit_configs(configs, accepted)]
 
 
 def collection_bundles() -> list[Path]:
@@ -202,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     exporting.add_argument("--no_teacher", action="store_true", help="leave models/teacher/ out")
     checking = sub.add_parser("verify", help="check a received zip against its checksum and manifest")
     checking.add_argument("zips", nargs="+")
+    checking.add_argument("--accept", action="append", default=[], metavar="FILE:ID", help="accept a config finding")
     args = parser.parse_args(argv)
     if args.command == "export":
         bundles = collection_bundles() if args.all else [Path(b) for b in args.bundles]
@@ -215,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     failed = False
     for path in map(Path, args.zips):
-        problems = verify(path)
+        problems = verify(path, set(args.accept))
         print(f"{path}: " + ("ok" if not problems else "REFUSED\n  " + "\n  ".join(problems)))
         failed |= bool(problems)
     sys.exit(1 if failed else 0)
