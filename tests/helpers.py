@@ -126,3 +126,19 @@ def run_distributed(command: list[str], cwd: Path) -> str:
     assert log.count("Epoch: 1/1, Iter: 1/") == 1, "expected iteration logs from rank 0 only"
     assert log.count("Got new best metric") <= 1, "expected evaluator logs from rank 0 only"
     return log
+
+
+def site_key(path: Path, comment: str = "site") -> Path:
+    """An OpenSSH Ed25519 key pair as ``ssh-keygen -t ed25519 -N ''`` writes it (``path``,
+    ``path.pub``), made with ``cryptography`` so that the tests need no ssh-keygen."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    path.write_bytes(private)
+    Path(f"{path}.pub").write_text(f"{public.decode()} {comment}\n")
+    return path

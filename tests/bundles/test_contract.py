@@ -28,7 +28,7 @@ from monai.bundle import download as monai_download
 from monai.utils import OptionalImportError
 
 from tests.bundles.profiles import PROFILES
-from tests.helpers import bundle_scripts, logged_terms, outside_env, run, run_bundle, run_distributed
+from tests.helpers import bundle_scripts, logged_terms, outside_env, run, run_bundle, run_distributed, site_key
 from tools.bundle import monailabel_compat
 from tools.bundle.export import export, verify
 from tools.bundle.verify import run_checks
@@ -233,10 +233,15 @@ def test_a_missing_or_older_common_is_named_with_how_to_get_it(name, version, ex
 
 
 def installed(bundle: Path, dest: Path) -> Path:
-    """The bundle exported as a hospital receives it, verified, and installed as MONAI users do
+    """The bundle exported and signed as a hospital sends it, verified strictly against the
+    sender's key (signature, checksum, manifest, config audit), and installed as MONAI users do
     (``monai.bundle download`` from the zip's URL)."""
+    from tools.bundle.signing import sign
+
+    key = site_key(dest / "site_key", "sending site")
     archive = export(bundle, dest / "dist")
-    assert verify(archive) == []
+    sign(archive, key)
+    assert verify(archive, trusted=Path(f"{key}.pub"), strict=True) == []
     monai_download(name=bundle.name, url=archive.as_uri(), bundle_dir=str(dest / "installed"))
     return dest / "installed" / bundle.name
 

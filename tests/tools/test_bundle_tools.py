@@ -1,5 +1,6 @@
 """``tools.bundle``: the Model Zoo checks, the shared-block drift check and export for another site."""
 
+import hashlib
 import json
 import shutil
 import zipfile
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import BUNDLES, REPO
+from tests.helpers import BUNDLES, REPO, site_key
 from tools.bundle import blocks
 from tools.bundle.export import collection_bundles, common_version, export, sha256, verify
 from tools.bundle.export import main as export_main
@@ -227,3 +228,47 @@ def test_verify_refuses_a_config_attack_with_a_consistent_manifest_and_checksum(
         export_main(["verify", str(attacked)])
     assert "REFUSED" in capsys.readouterr().out
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_signed_bundle_is_checked_against_trusted_keys_and_the_attack_is_refused(tmp_path):
+    """Signing covers the manifest (every file), name and version: the re-checksummed attack of a
+    config is refused by the signature check on its own, an unsigned zip in strict mode, a zip
+    signed by an untrusted key always."""
+    from tools.bundle.signing import sign
+
+    keys = {site: site_key(tmp_path / site, site) for site in ("hospital_a", "stranger")}
+    trusted = tmp_path / "trusted_keys"
+    trusted.write_text("# sites we take bundles from\n" + (tmp_path / "hospital_a.pub").read_text())
+    bundle = fake_bundle(tmp_path)
+    zip_path = export(bundle, tmp_path / "sent")
+    assert verify(zip_path, trusted=trusted, strict=True)[0].startswith("unsigned: no tiny_bundle_v1.2.3.zip.sig")
+    assert verify(zip_path) == []  # not strict: an unsigned zip is checked as before
+    sign(zip_path, keys["hospital_a"])
+    assert verify(zip_path, trusted=trusted, strict=True) == []
+    signature = Path(f"{zip_path}.sig").read_text()
+    # the same attack as above: a config changed, its manifest line and the zip checksum recomputed
+    with zipfile.ZipFile(zip_path) as src:
+        files = {item.filename: src.read(item) for item in src.infolist()}
+    files["tiny_bundle/configs/inference.json"] = b'{"bundle_root": ".", "x": "$print(1)"}'
+    manifest = files["tiny_bundle/MANIFEST.sha256"].decode().splitlines()
+    digest = sha256(files["tiny_bundle/configs/inference.json"])
+    manifest = [
+        f"{digest}  configs/inference.json" if line.endswith("  configs/inference.json") else line for line in manifest
+    ]
+    files["tiny_bundle/MANIFEST.sha256"] = ("\n".join(manifest) + "\n").encode()
+    with zipfile.ZipFile(zip_path, "w") as dst:
+        for name, data in files.items():
+            dst.writestr(name, data)
+    Path(f"{zip_path}.sha256").write_text(f"{sha256(zip_path.read_bytes())}  {zip_path.name}\n")
+    Path(f"{zip_path}.sig").write_text(signature)  # the old signature kept beside it
+    assert verify(zip_path, {"configs/inference.json:x"}, trusted) == [
+        "tiny_bundle_v1.2.3.zip.sig signs another manifest or bundle version than this zip holds"
+    ]
+    sign(zip_path, keys["stranger"])  # the attacker signs with a key of their own
+    assert "which is not in" in verify(zip_path, trusted=trusted)[0]
+    forged = signature.replace(
+        signature.split("manifest-sha256 ")[1].split()[0],
+        hashlib.sha256(files["tiny_bundle/MANIFEST.sha256"]).hexdigest(),
+    )
+    Path(f"{zip_path}.sig").write_text(forged)  # the payload rewritten, the hospital's signature kept
+    assert "the signature does not match its payload" in verify(zip_path, trusted=trusted)[0]

@@ -3,6 +3,8 @@
     python -m tools.bundle.export export bundles/hlfd_tumour_ct --out dist [--torchscript] [--no_teacher]
     python -m tools.bundle.export export --all --out dist
     python -m tools.bundle.export verify dist/hlfd_tumour_ct_v0.2.0.zip
+    python -m tools.bundle.export export bundles/X --out dist --sign site_key           # + <zip>.sig
+    python -m tools.bundle.export verify dist/X_v1.0.0.zip --trusted trusted_keys --strict
 
 ``export`` writes ``<out>/<name>_v<version>.zip`` holding one folder ``<name>/``: ``LICENSE``,
 ``configs/``, ``docs/``, the bundle's own ``scripts/`` package, the student ``models/model.pt``,
@@ -16,11 +18,15 @@ fixed timestamps and permissions, so the same bundle gives the same bytes. Next 
 ``<zip>.sha256`` holds the zip's own SHA-256 (``sha256sum`` format). ``--all`` exports every
 bundle of ``bundles/`` except the template (``_``-prefixed folders).
 
-``verify`` checks a received zip before anything in it is run (configs execute code): the zip
+``verify`` checks a received zip before anything in it is run (configs execute code): first its
+signature (``<zip>.sig``, made by ``--sign`` with a site's Ed25519 key) against the ``--trusted``
+public keys (:mod:`tools.bundle.signing`; ``--strict`` refuses an unsigned zip), then the zip
 against its ``.sha256`` file, its entries against the manifest (no file missing, added or
-altered; one top folder; no absolute or ``..`` paths). It prints what differs and exits 1.
-Send the ``.sha256`` file (or its line) through a second channel: whoever can alter the zip in
-transit can also rewrite a checksum travelling with it.
+altered; one top folder; no absolute or ``..`` paths) and its configs against the audit's
+allow-list (:mod:`tools.bundle.audit`; ``--accept FILE:ID`` after reading a finding). It prints
+what is wrong and exits 1. Without a signature, send the ``.sha256`` file (or its line) through a
+second channel: whoever can alter the zip in transit can also rewrite a checksum travelling with
+it; a signature by a key the receiver trusts cannot be rewritten so.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from tools.bundle import signing
 from tools.bundle.audit import audit_configs
 from tools.bundle.verify import export_torchscript
 
@@ -147,10 +154,18 @@ def export(bundle: Path, out: Path, with_teacher: bool = True, with_torchscript:
     return path
 
 
-def verify(path: Path, accepted: set[str] = frozenset()) -> list[str]:
+def verify(
+    path: Path, accepted: set[str] = frozenset(), trusted: Path | None = None, strict: bool = False
+) -> list[str]:
     """What is wrong with a received zip (an empty list: it is what was sent, and its configs pass
-    the audit of :mod:`tools.bundle.audit`, less the findings ``accepted`` as ``FILE:ID``)."""
-    problems = []
+    the audit of :mod:`tools.bundle.audit`, less the findings ``accepted`` as ``FILE:ID``).
+
+    The signature is checked first (:func:`tools.bundle.signing.check` against the ``trusted`` keys;
+    ``strict`` refuses an unsigned zip): a zip whose signature fails is refused before anything
+    else is read from it."""
+    problems = signing.check(path, trusted, strict)
+    if problems:
+        return problems
     checksum_file = Path(f"{path}.sha256")
     data = path.read_bytes()
     if not checksum_file.is_file():
@@ -203,9 +218,12 @@ def main(argv: list[str] | None = None) -> None:
     exporting.add_argument("--out", required=True)
     exporting.add_argument("--torchscript", action="store_true", help="add models/model.ts")
     exporting.add_argument("--no_teacher", action="store_true", help="leave models/teacher/ out")
+    exporting.add_argument("--sign", type=Path, metavar="KEY", help="write <zip>.sig with this Ed25519 key")
     checking = sub.add_parser("verify", help="check a received zip against its checksum and manifest")
     checking.add_argument("zips", nargs="+")
     checking.add_argument("--accept", action="append", default=[], metavar="FILE:ID", help="accept a config finding")
+    checking.add_argument("--trusted", type=Path, help="file of trusted OpenSSH public keys (authorized_keys format)")
+    checking.add_argument("--strict", action="store_true", help="refuse a zip without a trusted signature")
     args = parser.parse_args(argv)
     if args.command == "export":
         bundles = collection_bundles() if args.all else [Path(b) for b in args.bundles]
@@ -216,10 +234,12 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"{path}  {path.stat().st_size / 2**20:.1f} MiB  sha256 {Path(f'{path}.sha256').read_text().split()[0]}"
             )
+            if args.sign:
+                print(f"{signing.sign(path, args.sign)}: signed")
         return
     failed = False
     for path in map(Path, args.zips):
-        problems = verify(path, set(args.accept))
+        problems = verify(path, set(args.accept), args.trusted, args.strict)
         print(f"{path}: " + ("ok" if not problems else "REFUSED\n  " + "\n  ".join(problems)))
         failed |= bool(problems)
     sys.exit(1 if failed else 0)
