@@ -268,3 +268,32 @@ def test_cv_study_pools_folds_per_seed_and_pairs_each_arm_with_the_baseline(tmp_
     assert against_teacher["kd"]["paired"]["difference"] == pytest.approx(-0.2125)
     assert against_teacher["kd"]["paired"]["run_pairs"] == ["f0_s0", "f0_s1", "f1_s0"]
     assert "kd: KD − teacher = -0.21" in capsys.readouterr().out
+
+
+@pytest.mark.xdist_group("_template_kd")
+def test_fault_injection_kills_training_and_finds_it_resumed_with_nothing_lost(trained, tmp_path, capsys):
+    import sys
+
+    from tools.measure import fault_injection
+
+    bundle = trained("_template_kd")
+    overrides = bundle.profile.overrides(bundle.data, epochs=20, run_name="faults", model_dir=str(tmp_path / "model"))
+    command = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(bundle.root / "configs" / "train.json"),
+    ]
+    command += ["--bundle_root", str(bundle.root)]
+    for key, value in overrides.items():
+        command += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    checkpoints = bundle.root / "runs" / "faults"
+    args = ["--kills", "2", "--seed", "0", "--window", "5", "10", "--checkpoints", str(checkpoints), "--epochs", "20"]
+    with pytest.raises(SystemExit) as exit_code:
+        fault_injection.main([*args, "--", *command])
+    out = capsys.readouterr().out
+    assert exit_code.value.code == 0, out
+    assert "2 kill(s)" in out and "final checkpoint epoch 20 of 20; nothing lost" in out
+    assert "| 3 | ran to its end |" in out and "| NO |" not in out

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from tools.bundle import signing
 from tools.bundle.audit import audit_configs
+from tools.bundle.files import write_atomic
 from tools.bundle.verify import export_torchscript
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,8 +142,8 @@ def write_zip(path: Path, name: str, version: str, entries: dict[str, bytes]) ->
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, everything[key])
     data = buffer.getvalue()
-    path.write_bytes(data)
-    Path(f"{path}.sha256").write_text(f"{sha256(data)}  {path.name}\n")
+    write_atomic(path, data)
+    write_atomic(Path(f"{path}.sha256"), f"{sha256(data)}  {path.name}\n".encode())
 
 
 def export(bundle: Path, out: Path, with_teacher: bool = True, with_torchscript: bool = False) -> Path:

@@ -21,7 +21,6 @@ import base64
 import hashlib
 import io
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -33,6 +32,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_private_key,
     load_ssh_public_key,
 )
+
+from tools.bundle.files import write_atomic
 
 HEADER = "kd-bundle-signature 1"
 MANIFEST = "MANIFEST.sha256"
@@ -65,9 +66,7 @@ def sign(zip_path: Path, private_key: Path) -> Path:
     text = payload(zip_path.read_bytes())
     signature = base64.b64encode(key.sign(text.encode())).decode()
     out = Path(f"{zip_path}.sig")
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".partial") as f:
-        f.write(f"{text}key {fingerprint(key.public_key())}\nsignature {signature}\n")
-    os.replace(f.name, out)
+    write_atomic(out, f"{text}key {fingerprint(key.public_key())}\nsignature {signature}\n".encode())
     return out
 
 
