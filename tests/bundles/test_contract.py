@@ -155,6 +155,21 @@ def test_inference_writes_label_maps_on_the_input_grid(trained, name, tmp_path):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_the_teacher_runs_through_the_same_inference_pipeline(trained, name, tmp_path):
+    bundle = trained(name)
+    if not (bundle.root / "configs" / "inference_teacher.json").is_file():
+        pytest.skip(f"{name} has no inference_teacher.json (the template)")
+    overrides = inference_overrides(bundle.profile, bundle.data, tmp_path)
+    run_bundle(bundle.root, ["inference.json", "inference_teacher.json"], **overrides)
+    written = sorted(tmp_path.glob("*_seg.nii.gz"))
+    assert len(written) == bundle.profile.inference_outputs
+    sources = {p.name.split(".nii")[0]: p for p in Path(overrides["dataset_dir"]).rglob("*.nii.gz")}
+    for prediction in written:
+        source = nib.load(sources[prediction.name.removesuffix("_seg.nii.gz")])
+        assert nib.load(prediction).shape == source.shape[:3]
+
+
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
 def test_the_exported_student_gives_pytorch_s_label_maps(trained, name, runtime, tmp_path):
     """The parity gate of deployment: ``inference_<runtime>.json`` on ``models/model.onnx``

@@ -297,3 +297,30 @@ def test_fault_injection_kills_training_and_finds_it_resumed_with_nothing_lost(t
     assert exit_code.value.code == 0, out
     assert "2 kill(s)" in out and "final checkpoint epoch 20 of 20; nothing lost" in out
     assert "| 3 | ran to its end |" in out and "| NO |" not in out
+
+
+@pytest.mark.xdist_group("_template_kd")
+def test_latency_times_each_model_end_to_end_in_a_process_of_its_own(trained, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from tools.bundle.export_onnx import export as export_onnx
+    from tools.measure import latency
+
+    bundle = trained("_template_kd")
+    onnx_file, _ = export_onnx(bundle.root, [], {}, tmp_path / "model.onnx", atol=1e-3)
+    args = [
+        str(bundle.root),
+        "--dataset_dir",
+        str(bundle.data / "brats"),
+        "--image_pattern",
+        "phantom_00[01]/*_flair.nii.gz",
+    ]
+    args += ["--set", f"onnx_file={onnx_file}", "--model", "student", "--model", "ONNX Runtime", "inference_onnx.json"]
+    capsys.readouterr()  # what making the phantoms printed
+    latency.main(args)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "_template_kd: median over 2 volume(s) (the first a warm-up), CPU, 2 threads"
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines[3:]}
+    assert set(rows) == {"student", "ONNX Runtime"} and rows["student"][-1] == "1.00× |"
+    for row in rows.values():
+        end_to_end, inferer = float(row[1]), float(row[2])
+        assert 0 < inferer <= end_to_end
