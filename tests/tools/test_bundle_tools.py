@@ -272,3 +272,24 @@ def test_a_signed_bundle_is_checked_against_trusted_keys_and_the_attack_is_refus
     )
     Path(f"{zip_path}.sig").write_text(forged)  # the payload rewritten, the hospital's signature kept
     assert "the signature does not match its payload" in verify(zip_path, trusted=trusted)[0]
+
+
+def test_verify_refuses_zips_with_paths_that_leave_the_bundle_or_symbolic_links(tmp_path):
+    original = export(fake_bundle(tmp_path), tmp_path / "sent")
+    for case, entry in (("dotdot", "tiny_bundle/../../evil.py"), ("link", "tiny_bundle/docs/passwd")):
+        bad = tmp_path / f"{case}.zip"
+        with zipfile.ZipFile(original) as src, zipfile.ZipFile(bad, "w") as dst:
+            for item in src.infolist():
+                dst.writestr(item, src.read(item))
+            info = zipfile.ZipInfo(entry)
+            if case == "link":
+                info.external_attr = 0o120777 << 16  # a symbolic link to /etc/passwd
+            dst.writestr(info, "/etc/passwd" if case == "link" else "print(1)")
+        Path(f"{bad}.sha256").write_text(f"{sha256(bad.read_bytes())}  {bad.name}\n")
+        problems = verify(bad)
+        expected = (
+            "unsafe paths ['tiny_bundle/../../evil.py']"
+            if case == "dotdot"
+            else "symbolic links ['tiny_bundle/docs/passwd']"
+        )
+        assert problems == [expected], problems

@@ -22,7 +22,7 @@ bundle of ``bundles/`` except the template (``_``-prefixed folders).
 signature (``<zip>.sig``, made by ``--sign`` with a site's Ed25519 key) against the ``--trusted``
 public keys (:mod:`tools.bundle.signing`; ``--strict`` refuses an unsigned zip), then the zip
 against its ``.sha256`` file, its entries against the manifest (no file missing, added or
-altered; one top folder; no absolute or ``..`` paths) and its configs against the audit's
+altered; one top folder; no absolute or ``..`` paths, no symbolic links) and its configs against the audit's
 allow-list (:mod:`tools.bundle.audit`; ``--accept FILE:ID`` after reading a finding). It prints
 what is wrong and exits 1. Without a signature, send the ``.sha256`` file (or its line) through a
 second channel: whoever can alter the zip in transit can also rewrite a checksum travelling with
@@ -37,6 +37,7 @@ import io
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 import zipfile
@@ -179,6 +180,9 @@ def verify(
             unsafe = [n for n in names if n.startswith("/") or ".." in Path(n).parts or ":" in n]
             if unsafe:
                 return problems + [f"unsafe paths {unsafe}"]
+            links = [i.filename for i in archive.infolist() if stat.S_ISLNK(i.external_attr >> 16)]
+            if links:  # unpacked, a link can point anywhere on the receiving machine
+                return problems + [f"symbolic links {links}"]
             tops = {n.split("/", 1)[0] for n in names}
             if len(tops) != 1:
                 return problems + [f"expected one top folder, found {sorted(tops)}"]
