@@ -277,7 +277,7 @@ def test_fault_injection_kills_training_and_finds_it_resumed_with_nothing_lost(t
     from tools.measure import fault_injection
 
     bundle = trained("_template_kd")
-    overrides = bundle.profile.overrides(bundle.data, epochs=20, run_name="faults", model_dir=str(tmp_path / "model"))
+    overrides = bundle.profile.overrides(bundle.data, epochs=12, run_name="faults", model_dir=str(tmp_path / "model"))
     command = [
         sys.executable,
         "-m",
@@ -290,12 +290,12 @@ def test_fault_injection_kills_training_and_finds_it_resumed_with_nothing_lost(t
     for key, value in overrides.items():
         command += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
     checkpoints = bundle.root / "runs" / "faults"
-    args = ["--kills", "2", "--seed", "0", "--window", "5", "10", "--checkpoints", str(checkpoints), "--epochs", "20"]
+    args = ["--kills", "2", "--seed", "0", "--window", "4", "8", "--checkpoints", str(checkpoints), "--epochs", "12"]
     with pytest.raises(SystemExit) as exit_code:
         fault_injection.main([*args, "--", *command])
     out = capsys.readouterr().out
     assert exit_code.value.code == 0, out
-    assert "2 kill(s)" in out and "final checkpoint epoch 20 of 20; nothing lost" in out
+    assert "2 kill(s)" in out and "final checkpoint epoch 12 of 12; nothing lost" in out
     assert "| 3 | ran to its end |" in out and "| NO |" not in out
 
 

@@ -10,7 +10,8 @@ seeded random delay drawn from ``--window`` seconds, kills the whole group with 
 attempt that ends before its delay is not counted as a kill). Before every start the tool notes
 the newest checkpoint of ``--checkpoints`` that loads (``torch.load(weights_only=True)``), and
 after it checks that the run said it resumed from exactly that file (or started from scratch when
-there was none) and that no checkpoint file under its final name is unreadable. Finally the
+there was none; a start killed before it looked for a checkpoint is not judged) and that no
+checkpoint file under its final name is unreadable. Finally the
 command runs to its end: its newest checkpoint must be of epoch ``--epochs``. Prints a table, one
 row per start, and exits 1 on any loss.
 """
@@ -69,8 +70,11 @@ def attempt(command: list[str], directory: Path, delay: float | None, number: in
         process.wait()
         killed_after = delay
     output = process.stdout.read() if process.stdout else ""
-    if resumable is None:
-        expected = "starting from scratch" in output or "no checkpoint to resume from" in output
+    decided = "resuming from " in output or "no checkpoint to resume from" in output
+    if not decided:  # killed while starting, before the run looked for a checkpoint: nothing to judge
+        expected = killed_after is not None
+    elif resumable is None:
+        expected = "no checkpoint to resume from" in output
     else:
         expected = f"resuming from {resumable}" in output
     _, unreadable = newest_readable(directory)
