@@ -25,6 +25,6 @@ run evaluate --config_file "['$C/train.json','$C/evaluate.json']" --ckpt_dir "$o
 common=()  # inference reads a folder of images, not the datalist
 mkdir -p "$out/images" && ln -sf "$data/example_ct_sm.nii.gz" "$out/images/example_ct_sm.nii.gz"
 run inference --config_file "$C/inference.json" --dataset_dir "$out/images" --image_pattern "*.nii.gz" \
-    --pixdim "[3.0,3.0,-1]" --inference_roi_size "[128,128]" --handlers#0#load_path "$out/models/model.pt" \
+    --pixdim "[3.0,3.0,-1]" --inference_roi_size "[128,128]" --checkpoint_loader#load_path "$out/models/model.pt" \
     --output_dir "$out/inference"
 echo "kidney Dice of the student on the training CT: $(grep test_mean_dice "$out/evaluate/metrics.csv")"
