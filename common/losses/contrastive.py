@@ -3,6 +3,8 @@ from the others (InfoNCE), per image, per position or per labelled region."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
@@ -39,6 +41,18 @@ def _check_batch_for_negatives(n: int, what: str) -> None:
             f"{what}: a batch of {n} image(s) has no in-batch negatives; contrastive distillation needs at least 2 "
             "(8 or more is better): raise the batch size, or the number of slices sampled per volume."
         )
+
+
+def _info_nce(
+    anchors: torch.Tensor, keys: torch.Tensor, temperature: float, check_count: Callable[[int], None]
+) -> torch.Tensor:
+    """Per-anchor InfoNCE (N,): anchor ``i``'s positive is this process's key ``i``, every other key
+    of every process (:func:`gather_batch`) a negative. ``check_count(n)`` raises when the ``n``
+    gathered keys leave no negative. Anchors and keys are L2-normalised rows."""
+    keys, offset = gather_batch(keys)
+    check_count(keys.shape[0])
+    logits = anchors @ keys.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device) + offset, reduction="none")
 
 
 class InstanceContrastiveLoss(MapDistillationLoss):
@@ -83,11 +97,10 @@ class InstanceContrastiveLoss(MapDistillationLoss):
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         student, teacher = self.align(student, teacher)
         s = F.normalize(student.float().flatten(1), dim=1)
-        t, offset = gather_batch(F.normalize(teacher.float().flatten(1), dim=1))
-        _check_batch_for_negatives(t.shape[0], type(self).__name__)
-        logits = s @ t.T / self.temperature
-        values = F.cross_entropy(logits, torch.arange(len(s), device=s.device) + offset, reduction="none")
-        return self.reduce(values)
+        t = F.normalize(teacher.float().flatten(1), dim=1)
+        return self.reduce(
+            _info_nce(s, t, self.temperature, lambda n: _check_batch_for_negatives(n, type(self).__name__))
+        )
 
 
 class DenseContrastiveLoss(MapDistillationLoss):
@@ -149,15 +162,14 @@ class DenseContrastiveLoss(MapDistillationLoss):
         if self.num_positions is not None and s.shape[0] > self.num_positions:
             drawn = torch.randperm(s.shape[0], device=s.device)[: self.num_positions]
             s, t = s[drawn], t[drawn]
-        t, offset = gather_batch(t)
-        if t.shape[0] < 2:
+        return self.reduce(_info_nce(s, t, self.temperature, self._check_positions))
+
+    def _check_positions(self, n: int) -> None:
+        if n < 2:
             raise ValueError(
-                f"{type(self).__name__}: a batch with {t.shape[0]} position has no negatives; tap a map with more "
+                f"{type(self).__name__}: a batch with {n} position has no negatives; tap a map with more "
                 "positions or pool it less."
             )
-        logits = s @ t.T / self.temperature
-        values = F.cross_entropy(logits, torch.arange(len(s), device=s.device) + offset, reduction="none")
-        return self.reduce(values)
 
 
 class SupervisedContrastiveLoss(_Loss):

@@ -6,8 +6,9 @@ checkpoint and end where an uninterrupted run ends?
         python -m monai.bundle run --config_file bundles/X/configs/train.json --bundle_root bundles/X --epochs 10 ...
 
 Each of ``--kills`` attempts starts the command (in a process group of its own) and, after a
-seeded random delay drawn from ``--window`` seconds, kills the whole group with SIGKILL (an
-attempt that ends before its delay is not counted as a kill). Before every start the tool notes
+seeded random delay drawn from ``--window`` seconds, kills the whole group with SIGKILL (a run
+that ends before its delay stops the tool with a request for a shorter window: a finished run
+cannot be killed). Before every start the tool notes
 the newest checkpoint of ``--checkpoints`` that loads (``torch.load(weights_only=True)``), and
 after it checks that the run said it resumed from exactly that file (or started from scratch when
 there was none; a start killed before it looked for a checkpoint is not judged) and that no
@@ -89,7 +90,7 @@ def run(command: list[str], directory: Path, kills: int, window: tuple[float, fl
     while sum(a.killed_after is not None for a in attempts) < kills:
         result = attempt(command, directory, rng.uniform(*window), len(attempts) + 1)
         attempts.append(result)
-        if result.killed_after is None:  # the run ended before its kill: start it over from scratch
+        if result.killed_after is None:  # the run ended before its kill: nothing left to interrupt
             raise SystemExit(
                 f"attempt {result.number} finished before its kill (exit {result.exit_code}); lower --window."
             )

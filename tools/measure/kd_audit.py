@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from common.engines import DistillationTrainer
 from common.teachers import load_state_dict_strict
 from tools.bundle.isolation import bundle_scripts
 from tools.measure.model_cost import parse_model
+from tools.measure.paired import mean_sd
 
 INIT = "init"  # --student value: the untrained student
 
@@ -78,13 +78,6 @@ def audit(bundle: Path, configs: list[str], overrides: dict, student: Path | Non
     return {"reference": trainer.reference_term, "teachers": list(trainer.teachers), "values": dict(values)}
 
 
-def _cell(values: list[float] | None) -> str:
-    if not values:
-        return "–"
-    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.3f}{spread}"
-
-
 def table(result: dict) -> str:
     values = result["values"]
     terms = [key.removeprefix("loss_") for key in values if key.startswith("loss_")]
@@ -94,9 +87,9 @@ def table(result: dict) -> str:
         "|---|---:|---:|---:|",
     ]
     for term in terms:
-        cosine = "1 (reference)" if term == result["reference"] else _cell(values.get(f"grad_cos_{term}"))
+        cosine = "1 (reference)" if term == result["reference"] else mean_sd(values.get(f"grad_cos_{term}"))
         lines.append(
-            f"| {term} | {_cell(values[f'loss_{term}'])} | {_cell(values.get(f'grad_norm_{term}'))} | {cosine} |"
+            f"| {term} | {mean_sd(values[f'loss_{term}'])} | {mean_sd(values.get(f'grad_norm_{term}'))} | {cosine} |"
         )
     lines += [
         "",
@@ -105,7 +98,7 @@ def table(result: dict) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for network in ["student", *result["teachers"]]:
-        cells = [_cell(values.get(f"{network}_{key}")) for key in ("dice", "disagreement", "margin", "margin_wrong")]
+        cells = [mean_sd(values.get(f"{network}_{key}")) for key in ("dice", "disagreement", "margin", "margin_wrong")]
         lines.append(f"| {network} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

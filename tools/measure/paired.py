@@ -48,6 +48,14 @@ def per_case(folder: Path, metric: str) -> dict[str, float]:
     return cases
 
 
+def mean_sd(values: list[float] | None) -> str:
+    """``mean ± sd`` of ``values`` to 3 decimals (the mean alone for one value, "–" for none)."""
+    if not values:
+        return "\u2013"
+    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.3f}{spread}"
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)

@@ -26,6 +26,7 @@ import numpy as np
 from monai.data import load_decathlon_datalist
 
 from tools.measure.overlap import dice
+from tools.measure.paired import mean_sd
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
                 scores.append(dice((pseudo == 1) & kept, label & kept))
             ignored.append(1 - kept.mean())
             errors[name][entry["image"]] = ((pseudo == 1) != label, kept)
-        print(f"| {name} | {len(entries)} | {_cell(scores)} | {statistics.mean(ignored):.1%} |")
+        print(f"| {name} | {len(entries)} | {mean_sd(scores)} | {statistics.mean(ignored):.1%} |")
     pairs = list(itertools.combinations(errors, 2))
     if pairs:
         print("\n| pseudo labels | cases | error overlap (Jaccard) | error correlation (phi) |")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             overlap.append(error_overlap(error_a[both], error_b[both]))
             phi.append(error_correlation(error_a[both], error_b[both]))
-        print(f"| {a} and {b} | {len(overlap)} | {_cell(overlap)} | {_cell(phi)} |")
+        print(f"| {a} and {b} | {len(overlap)} | {mean_sd(overlap)} | {mean_sd(phi)} |")
 
 
 def error_overlap(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,13 +87,6 @@ def error_correlation(a: np.ndarray, b: np.ndarray) -> float:
     if a.std() == 0 or b.std() == 0:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
-
-
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "–"
-    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.3f}{spread}"
 
 
 if __name__ == "__main__":
