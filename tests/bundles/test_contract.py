@@ -169,6 +169,35 @@ def test_the_teacher_runs_through_the_same_inference_pipeline(trained, name, tmp
         assert nib.load(prediction).shape == source.shape[:3]
 
 
+# where train.json defines the teacher that inference_teacher.json runs
+TEACHER_IDS = {"agnostic_transfer_la_mri": "teacher_nets#unet#network_def"}
+# parameters the trained teacher has and inference leaves out (MTMS: the reconstruction head)
+TRAINING_ONLY = {"mtms_contrastive_cardiac_mri": ("recon_",)}
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(PROFILES) if n != "_template_kd"])
+def test_the_inference_teacher_is_the_network_train_json_trains(name):
+    """``inference_teacher.json`` repeats the teacher's definition of ``train.json`` (a config
+    cannot read another file's ids); every parameter of the inference network must be the trained
+    teacher's, name by name and shape by shape, and only training heads may be left out, or the
+    teacher's checkpoint loads into the wrong network."""
+    root = Path(__file__).parents[2] / "bundles" / name
+
+    def shapes(configs: list[str], item: str) -> dict[str, tuple[int, ...]]:
+        parser = ConfigParser()
+        parser.read_config([str(root / "configs" / c) for c in configs])
+        parser["bundle_root"] = str(root)
+        with bundle_scripts(root):
+            network = parser.get_parsed_content(item)
+        return {k: tuple(v.shape) for k, v in network.state_dict().items()}
+
+    trained_teacher = shapes(["train.json"], TEACHER_IDS.get(name, "teacher_def"))
+    inference = shapes(["inference.json", "inference_teacher.json"], "network_def")
+    assert inference == {k: v for k, v in trained_teacher.items() if k in inference}
+    left_out = [k for k in trained_teacher if k not in inference]
+    assert all(k.startswith(TRAINING_ONLY.get(name, ())) for k in left_out), left_out
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
 def test_the_exported_student_gives_pytorch_s_label_maps(trained, name, runtime, tmp_path):
