@@ -7,7 +7,9 @@ import logging
 import os
 import random
 import re
+import zlib
 from collections.abc import Hashable, Mapping, Sequence
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -20,19 +22,78 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 logger = logging.getLogger(__name__)
 
 
-def read_nifti(path: str, read_voxels: bool) -> tuple[tuple[int, ...] | None, np.ndarray | None]:
-    """Spatial shape and (with ``read_voxels``) voxels of a NIfTI file; other formats are only
-    checked for existence and give ``(None, None)``."""
+# Voxel sizes (mm) outside this range come from a header in the wrong units (metres, microns):
+# resampled to millimetres such a volume needs terabytes, or shrinks to nothing.
+SPACING_RANGE = (0.05, 50.0)
+
+
+class NiftiFile(NamedTuple):
+    """What :func:`read_nifti` learnt of a file (``None`` fields: a format it does not open)."""
+
+    shape: tuple[int, ...] | None  # spatial
+    voxels: np.ndarray | None
+    affine: np.ndarray | None
+    channels: int
+
+
+def _truncated(path: str, image: nib.Nifti1Image) -> bool:
+    """Whether the file holds fewer voxel bytes than its header declares, without decompressing it:
+    a gzip file ends with its uncompressed size (modulo 2^32), which a cut file has lost. A
+    mismatch (also a multi-member gzip) is confirmed by reading the voxels."""
+    expected = int(image.dataobj.offset) + int(np.prod(image.shape)) * image.get_data_dtype().itemsize
+    if not path.endswith(".gz"):
+        return os.path.getsize(path) < expected
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        if int.from_bytes(f.read(4), "little") == expected % 2**32:
+            return False
+    try:
+        np.asanyarray(image.dataobj)
+    except (EOFError, OSError, ValueError, zlib.error):
+        return True
+    return False
+
+
+def read_nifti(
+    path: str, read_voxels: bool, spatial_dims: int = 3, spacing_range: Sequence[float] | None = SPACING_RANGE
+) -> NiftiFile:
+    """Check a NIfTI file and return its spatial shape, channels, affine and (with ``read_voxels``)
+    voxels; other formats are only checked for existence.
+
+    Each failure names the file: missing, unreadable, truncated (found from the header and the
+    file's end alone), fewer than ``spatial_dims`` dimensions, a voxel size outside
+    ``spacing_range`` (mm), and with ``read_voxels`` NaN or infinite voxels. A 4-D file's last
+    dimension counts as its channels."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}")
     if not path.endswith(NIFTI_SUFFIXES):
-        return None, None
+        return NiftiFile(None, None, None, 1)
     try:
-        img = nib.load(path)
-        voxels = np.asanyarray(img.dataobj) if read_voxels else None
+        image = nib.load(path)
+        cut = _truncated(path, image)
     except Exception as e:
         raise ValueError(f"cannot read image file {path}: {e}") from e
-    return tuple(img.shape[:3]), voxels
+    if cut:
+        raise ValueError(f"image file {path} is truncated: it holds fewer voxels than its header declares.")
+    if len(image.shape) < spatial_dims:
+        raise ValueError(f"image file {path} has shape {image.shape}: this bundle reads {spatial_dims}-D volumes.")
+    spacing = tuple(float(z) for z in image.header.get_zooms()[:spatial_dims])
+    if spacing_range is not None and not all(spacing_range[0] <= z <= spacing_range[1] for z in spacing):
+        shown = tuple(float(f"{z:.4g}") for z in spacing)
+        raise ValueError(
+            f"image file {path} has voxel spacing {shown} mm, outside the plausible {tuple(spacing_range)} mm: "
+            "its header's units are likely wrong (metres or microns)."
+        )
+    voxels = None
+    if read_voxels:
+        try:
+            voxels = np.asanyarray(image.dataobj)
+        except Exception as e:
+            raise ValueError(f"cannot read image file {path}: {e}") from e
+        if np.issubdtype(voxels.dtype, np.floating) and not np.isfinite(voxels).all():
+            raise ValueError(f"image file {path} holds {int((~np.isfinite(voxels)).sum())} NaN or infinite voxel(s).")
+    channels = int(np.prod(image.shape[spatial_dims:], dtype=int))
+    return NiftiFile(tuple(image.shape[:spatial_dims]), voxels, image.affine, channels)
 
 
 def _check_label_values(path: str, voxels: np.ndarray, label_classes: int, ignore_value: int | None) -> None:
@@ -44,6 +105,29 @@ def _check_label_values(path: str, voxels: np.ndarray, label_classes: int, ignor
             + (f" (and the ignore value {ignore_value})" if ignore_value is not None else "")
             + ": the network's class count and the labels' classes differ."
         )
+
+
+def _check_one_grid(case: str, files: Mapping[str, NiftiFile]) -> None:
+    """The images and label of a case must share one voxel grid: shape, and affine to a tenth of a
+    voxel (resampling would otherwise move the label against its image)."""
+    if len({f.shape for f in files.values()}) > 1:
+        listing = ", ".join(f"{os.path.basename(p)} {f.shape}" for p, f in files.items())
+        raise ValueError(f"case {case}: image/label shapes differ: {listing}")
+    affines = {p: f.affine for p, f in files.items()}
+    if not affines:
+        return
+    first, reference = next(iter(affines.items()))
+    tolerance = 0.1 * np.linalg.norm(reference[:3, :3], axis=0).min()
+    differing = [p for p, a in affines.items() if np.abs(a - reference).max() > tolerance]
+    if differing:
+
+        def grid(path: str) -> str:
+            affine = affines[path]
+            spacing = tuple(np.round(np.linalg.norm(affine[:3, :3], axis=0), 3).tolist())
+            return f"{os.path.basename(path)} spacing {spacing} origin {tuple(np.round(affine[:3, 3], 2).tolist())}"
+
+        listing = ", ".join(grid(p) for p in differing)
+        raise ValueError(f"case {case}: image/label grids differ: {listing}, against {grid(first)}")
 
 
 def load_datalist(
@@ -60,9 +144,10 @@ def load_datalist(
     """``monai.data.load_decathlon_datalist`` that checks every case before a long run starts.
 
     Checks (each failure names the file or case): the list is not empty; every image and label
-    file exists and can be read (``read_voxels`` decompresses the voxels, catching truncated
-    files); a multi-modal ``image`` (a list of per-modality files) has ``image_channels`` files,
-    all of one spatial shape, and the label has that shape too; with ``label_classes`` (and
+    file passes :func:`read_nifti` (exists, is whole, is 3-D, has a plausible voxel spacing and,
+    with ``read_voxels``, finite voxels); an item's image files (one per modality, or one 4-D file)
+    hold ``image_channels`` channels together; images and label share one grid (shape and affine);
+    with ``label_classes`` (and
     ``read_voxels``), every label value is a class index below it or ``ignore_value``; with
     ``required_labels`` (e.g. the tumour label), at least one case holds one of these values,
     and cases holding none are listed in a warning.
@@ -80,22 +165,22 @@ def load_datalist(
     without_required: list[str] = []
     for item in items:
         images = item["image"] if isinstance(item["image"], (list, tuple)) else [item["image"]]
-        if image_channels is not None and len(images) != image_channels:
+        files = {f: read_nifti(f, read_voxels) for f in images}
+        if image_channels is not None and sum(f.channels for f in files.values()) != image_channels:
+            listing = ", ".join(f"{os.path.basename(p)} {f.channels}" for p, f in files.items())
             raise ValueError(
-                f"case {images[0]}: {len(images)} modality file(s), expected {image_channels} "
-                f"(a modality file is missing from the datalist)."
+                f"case {images[0]}: {sum(f.channels for f in files.values())} image channel(s) ({listing}), "
+                f"expected {image_channels} (a modality file is missing from the datalist, or a file holds "
+                "another number of channels)."
             )
-        shapes = {f: read_nifti(f, read_voxels)[0] for f in images}
         if "label" in item:
-            shapes[item["label"]], voxels = read_nifti(item["label"], read_voxels)
-            if label_classes is not None and voxels is not None:
-                _check_label_values(item["label"], voxels, label_classes, ignore_value)
-            if required_labels is not None and voxels is not None and not np.isin(voxels, required_labels).any():
+            files[item["label"]] = label = read_nifti(item["label"], read_voxels)
+            if label_classes is not None and label.voxels is not None:
+                _check_label_values(item["label"], label.voxels, label_classes, ignore_value)
+            holds_required = label.voxels is None or np.isin(label.voxels, required_labels or []).any()
+            if required_labels is not None and not holds_required:
                 without_required.append(item["label"])
-        known = {f: s for f, s in shapes.items() if s is not None}
-        if len(set(known.values())) > 1:
-            listing = ", ".join(f"{os.path.basename(f)} {s}" for f, s in known.items())
-            raise ValueError(f"case {os.path.dirname(images[0])}: image/label shapes differ: {listing}")
+        _check_one_grid(os.path.dirname(images[0]), {p: f for p, f in files.items() if f.shape is not None})
     if required_labels is not None and read_voxels:
         _report_required_labels(datalist_file, data_list_key, list(required_labels), without_required, len(items))
     return items
@@ -237,4 +322,57 @@ class BlankUnlabelledd(MapTransform):
         if int(d.get(self.flag_key, 1)) == 0:
             for key in self.key_iterator(d):
                 d[key] = d[key] * 0
+        return d
+
+
+class CheckImageFiled(MapTransform):
+    """Before loading: check the image file(s) of ``keys`` from their headers (:func:`read_nifti`:
+    present, whole, ``spatial_dims``-D, a plausible voxel spacing) and, with ``channels``, that the
+    files hold that many channels together. Each failure names the file; inference stops before a
+    truncated, 2-D or wrongly scaled image reaches the network (a header in metres would otherwise
+    be resampled to a volume of terabytes).
+
+    Args:
+        keys: the image key(s); a value is a path or a list of paths (one per modality).
+        channels: the channels the network reads (``None``: not checked).
+        spatial_dims: the dimensions of a volume.
+        spacing_range: the plausible voxel size in mm (``None``: not checked).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        channels: int | None = None,
+        spatial_dims: int = 3,
+        spacing_range: Sequence[float] | None = SPACING_RANGE,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.channels, self.spatial_dims, self.spacing_range = channels, spatial_dims, spacing_range
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            paths = [str(p) for p in d[key]] if isinstance(d[key], (list, tuple)) else [str(d[key])]
+            files = {p: read_nifti(p, False, self.spatial_dims, self.spacing_range) for p in paths}
+            found = sum(f.channels for f in files.values())
+            if self.channels is not None and found != self.channels:
+                listing = ", ".join(f"{p} {f.channels}" for p, f in files.items())
+                raise ValueError(
+                    f"image file(s) with {found} channel(s) ({listing}): this network reads {self.channels}."
+                )
+        return d
+
+
+class CheckFinited(MapTransform):
+    """After loading: the loaded image(s) of ``keys`` hold no NaN or infinite voxel (the network
+    would turn them into a meaningless label map); a failure names the image's file."""
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            bad = int((~torch.isfinite(torch.as_tensor(d[key]))).sum())
+            if bad:
+                source = getattr(d[key], "meta", {}).get("filename_or_obj", key)
+                raise ValueError(f"image file {source} holds {bad} NaN or infinite voxel(s).")
         return d

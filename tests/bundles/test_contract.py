@@ -260,11 +260,12 @@ def common_replaced(version: str | None) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("version, expected", [(None, "No module named 'common'"), ("0.2.0", "requires 'common 0.3'")])
-def test_a_missing_or_older_common_is_named_with_how_to_get_it(name, version, expected, tmp_path):
+@pytest.mark.parametrize("config", ["train.json", "inference.json"])
+@pytest.mark.parametrize("version, expected", [(None, "No module named 'common'"), ("0.3.0", "requires 'common 0.4'")])
+def test_a_missing_or_older_common_is_named_with_how_to_get_it(name, config, version, expected, tmp_path):
     bundle = Path(__file__).resolve().parents[2] / "bundles" / name
     workflow = ConfigWorkflow(
-        config_file=str(bundle / "configs" / "train.json"), logging_file=False, bundle_root=str(tmp_path)
+        config_file=str(bundle / "configs" / config), logging_file=False, bundle_root=str(tmp_path)
     )
     with bundle_scripts(tmp_path), common_replaced(version), pytest.raises(Exception) as failure:
         workflow.initialize()
@@ -272,7 +273,7 @@ def test_a_missing_or_older_common_is_named_with_how_to_get_it(name, version, ex
     while not isinstance(error, OptionalImportError):  # the config parser wraps it in its own errors
         error = error.__cause__
     message = str(error)
-    assert "needs the shared package `common` (version 0.3 or later)" in message and "pip install -e" in message
+    assert "needs the shared package `common` (version 0.4 or later)" in message and "pip install -e" in message
     assert expected in message
 
 

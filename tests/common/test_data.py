@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.data import group_cases, load_datalist, select_fraction, split_cases
+from common.data import group_cases, load_datalist, read_nifti, select_fraction, split_cases
 from tests.helpers import SHARED_DATA
 
 
@@ -43,7 +43,7 @@ def test_missing_modality_file_is_named(tmp_path):
 
 def test_modality_count_is_checked(tmp_path):
     path = write_datalist(tmp_path, [write_case(tmp_path, "a", shapes=((8, 8, 8),))])
-    with pytest.raises(ValueError, match="1 modality file.*expected 2"):
+    with pytest.raises(ValueError, match=r"1 image channel\(s\) \(a_m0.nii.gz 1\), expected 2"):
         load_datalist(path, base_dir=str(tmp_path), image_channels=2)
 
 
@@ -57,9 +57,58 @@ def test_corrupt_file_is_named(tmp_path):
     path = write_datalist(tmp_path, [write_case(tmp_path, "a", shapes=((32, 32, 32), (32, 32, 32)))])
     target = tmp_path / "a_m0.nii.gz"
     raw = gzip.decompress(target.read_bytes())
-    target.write_bytes(gzip.compress(raw[: len(raw) // 2]))  # a truncated image
-    with pytest.raises(ValueError, match="cannot read image file .*a_m0.nii.gz"):
+    target.write_bytes(gzip.compress(raw[: len(raw) // 2]))  # a whole gzip of half an image
+    with pytest.raises(ValueError, match="image file .*a_m0.nii.gz is truncated"):
         load_datalist(path, base_dir=str(tmp_path))
+    target.write_bytes(gzip.compress(raw)[:-100])  # a cut download: found from the file's end, unread
+    with pytest.raises(ValueError, match="image file .*a_m0.nii.gz is truncated"):
+        load_datalist(path, base_dir=str(tmp_path), read_voxels=False)
+    uncompressed = tmp_path / "a_m0.nii"
+    uncompressed.write_bytes(raw[:-100])
+    with pytest.raises(ValueError, match="image file .*a_m0.nii is truncated"):
+        read_nifti(str(uncompressed), read_voxels=False)
+
+
+@pytest.mark.parametrize(
+    "voxels, affine, message",
+    [
+        (np.zeros((8, 8), np.float32), np.eye(4), r"has shape \(8, 8\): this bundle reads 3-D volumes"),
+        (np.zeros((8, 8, 8), np.float32), np.diag([1e3, 1e3, 1e3, 1]), r"has voxel spacing \(1000.0, 1000.0, 1000.0\)"),
+        (
+            np.zeros((8, 8, 8), np.float32),
+            np.diag([1e-3, 1e-3, 1e-3, 1]),
+            r"has voxel spacing \(0.001, 0.001, 0.001\) mm, outside the plausible \(0.05, 50.0\) mm",
+        ),
+        (np.full((8, 8, 8), np.nan, np.float32), np.eye(4), r"holds 512 NaN or infinite voxel\(s\)"),
+    ],
+    ids=["2-D", "metres", "microns", "NaN"],
+)
+def test_a_bad_image_file_is_named_with_what_is_wrong(tmp_path, voxels, affine, message):
+    path = str(tmp_path / "bad.nii.gz")
+    nib.save(nib.Nifti1Image(voxels, affine), path)
+    with pytest.raises(ValueError, match=f"image file {path} " + message):
+        read_nifti(path, read_voxels=True)
+
+
+def test_a_four_dimensional_file_counts_its_channels(tmp_path):
+    case = write_case(tmp_path, "a", shapes=((8, 8, 8, 3),))
+    path = write_datalist(tmp_path, [case])
+    assert read_nifti(str(tmp_path / "a_m0.nii.gz"), read_voxels=False).channels == 3
+    assert load_datalist(path, base_dir=str(tmp_path), image_channels=3)
+    with pytest.raises(ValueError, match=r"3 image channel\(s\) \(a_m0.nii.gz 3\), expected 1"):
+        load_datalist(path, base_dir=str(tmp_path), image_channels=1)
+
+
+def test_a_label_on_another_grid_than_its_image_is_named(tmp_path):
+    path = write_datalist(tmp_path, [write_case(tmp_path, "a", shapes=((8, 8, 8),))])
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), np.diag([2.0, 2, 2, 1])), tmp_path / "a_seg.nii.gz")
+    expected = r"grids differ: a_seg.nii.gz spacing \(2.0, 2.0, 2.0\) .*, against a_m0.nii.gz spacing \(1.0, 1.0, 1.0\)"
+    with pytest.raises(ValueError, match=expected):
+        load_datalist(path, base_dir=str(tmp_path))
+    shifted = np.eye(4)
+    shifted[:3, 3] = 0.05  # a twentieth of a voxel: rounding in a writer, not another grid
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), shifted), tmp_path / "a_seg.nii.gz")
+    assert load_datalist(path, base_dir=str(tmp_path))
 
 
 def test_empty_list_and_missing_datalist(tmp_path):
@@ -182,3 +231,28 @@ def test_split_labelled_keeps_a_seeded_fraction_of_labels_and_never_points_at_th
     assert blank({"label": stand_in, "labelled": 0})["label"].abs().sum() == 0
     assert torch.equal(blank({"label": stand_in, "labelled": 1})["label"], stand_in)
     assert torch.equal(blank({"label": stand_in})["label"], stand_in)  # validation items carry no flag
+
+
+def test_inference_checks_name_the_file_before_and_after_loading(tmp_path):
+    from monai.transforms import LoadImaged
+
+    from common.data import CheckFinited, CheckImageFiled
+
+    good, flair, bad = (str(tmp_path / f"{n}.nii.gz") for n in ("good", "flair", "nan"))
+    for path in (good, flair):
+        nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), path)
+    voxels = np.ones((8, 8, 8), np.float32)
+    voxels[0, 0, :2] = [np.nan, np.inf]
+    nib.save(nib.Nifti1Image(voxels, np.eye(4)), bad)
+
+    assert CheckImageFiled(channels=1)({"image": good}) == {"image": good}
+    assert CheckImageFiled(channels=2)({"image": [flair, good]})["image"] == [flair, good]
+    with pytest.raises(ValueError, match=rf"with 2 channel\(s\) \({flair} 1, {good} 1\): this network reads 1"):
+        CheckImageFiled(channels=1)({"image": [flair, good]})
+    with pytest.raises(FileNotFoundError, match="missing.nii.gz"):
+        CheckImageFiled()({"image": str(tmp_path / "missing.nii.gz")})
+
+    loaded = LoadImaged("image", image_only=True)({"image": good})
+    assert CheckFinited("image")(loaded)["image"] is loaded["image"]
+    with pytest.raises(ValueError, match=f"image file {bad} holds 2 NaN or infinite voxel"):
+        CheckFinited("image")(LoadImaged("image", image_only=True)({"image": bad}))

@@ -293,3 +293,18 @@ def test_verify_refuses_zips_with_paths_that_leave_the_bundle_or_symbolic_links(
             else "symbolic links ['tiny_bundle/docs/passwd']"
         )
         assert problems == [expected], problems
+
+
+def test_write_atomic_leaves_an_ordinary_file_and_no_temporary_one(tmp_path):
+    import os
+
+    from tools.bundle.files import write_atomic
+
+    umask = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "bundle.zip", b"whole")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "bundle.zip").read_bytes() == b"whole"
+    assert (tmp_path / "bundle.zip").stat().st_mode & 0o777 == 0o644  # readable by the receiving site's users
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle.zip"]

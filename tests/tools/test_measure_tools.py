@@ -4,6 +4,7 @@ import argparse
 import json
 import math
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -324,3 +325,47 @@ def test_latency_times_each_model_end_to_end_in_a_process_of_its_own(trained, tm
     for row in rows.values():
         end_to_end, inferer = float(row[1]), float(row[2])
         assert 0 < inferer <= end_to_end
+
+
+def test_fault_injection_judges_annotation_folders_by_their_manifest_and_whole_labels(tmp_path):
+    import hashlib
+
+    from tools.measure.fault_injection import Annotation
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    cases = {}
+    for case in ("a", "b"):
+        nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.uint8), np.eye(4)), labels / f"{case}.nii.gz")
+        digest = hashlib.sha256((labels / f"{case}.nii.gz").read_bytes()).hexdigest()
+        cases[case] = {"image": f"/data/{case}.nii.gz", "label": f"labels/{case}.nii.gz", "label_sha256": digest}
+    (tmp_path / "manifest.json").write_text(json.dumps({"settings": {}, "cases": cases}))
+    job = Annotation(tmp_path)
+    assert job.before() == 2 and job.damaged() == []
+    assert job.resumed_as_expected(2, "0 case(s) annotated, 2 already done", killed=False)
+    assert not job.resumed_as_expected(1, "1 case(s) annotated, 2 already done", killed=False)
+    assert job.resumed_as_expected(1, "killed while loading", killed=True)
+    assert not job.finished()[0]  # no datalist.json yet
+
+    (labels / ".partial-1-c.nii.gz").write_bytes(b"half")  # a temporary name: not a damaged result
+    cut = (labels / "b.nii.gz").read_bytes()
+    (labels / "b.nii.gz").write_bytes(cut[: len(cut) // 2])
+    assert job.before() == 1
+    assert job.damaged() == ["labels/b.nii.gz", "manifest.json: b"]
+
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [{"image": "x"}]}))
+    assert job.finished() == (True, "1 case(s) in the manifest, 1 in datalist.json")
+
+
+def test_fault_injection_judges_an_export_by_verifying_the_zip_under_its_final_name(tmp_path):
+    from tests.tools.test_bundle_tools import fake_bundle
+    from tools.bundle.export import export
+    from tools.measure.fault_injection import Export
+
+    job = Export(tmp_path / "dist" / "tiny_bundle_v1.2.3.zip")
+    assert job.damaged() == [] and job.finished() == (False, "tiny_bundle_v1.2.3.zip missing")
+    archive = export(fake_bundle(tmp_path), tmp_path / "dist")
+    assert archive == job.zip_path and job.damaged() == [] and job.finished()[0]
+    whole = archive.read_bytes()
+    archive.write_bytes(whole[: len(whole) // 2])
+    assert job.damaged()[0].startswith("tiny_bundle_v1.2.3.zip: the zip's SHA-256")

@@ -229,3 +229,18 @@ def test_kdnet_cross_validation_runs_each_stage_once_and_tabulates_it(tmp_path):
     assert walls(again.stdout + again.stderr) == []  # every stage left its marker: nothing runs twice
     table = run([sys.executable, "-m", "tools.measure.cv_study", str(tmp_path / "bundles/kdnet_brats_mri/runs")])
     assert "| paper | 1 | 0 | 0 |" in table.stdout and "paper: KD − baseline = " in table.stdout
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """Input, target, outcome and verdict of each row of the bad-input tables (not the messages)."""
+    return [line.split(" | ")[:4] for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+
+
+@pytest.mark.slow
+def test_the_bad_input_table_regenerates_as_documented_and_every_row_passes(tmp_path):
+    table = tmp_path / "bad_inputs.md"
+    environment = os.environ | {"PYTHON": sys.executable}
+    run(["bash", "tools/reproduce/bad_inputs.sh", str(tmp_path / "work"), str(table)], env=environment, timeout=1800)
+    rows = table_rows(table.read_text())
+    assert len(rows) == 4 * (1 + 22) and not [r for r in rows if r[3] not in ("yes", "passes")]
+    assert rows == table_rows((REPO / "docs" / "bad_inputs.md").read_text())

@@ -12,4 +12,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     complete: a reader, or a run killed halfway, never finds a partial file under the final name."""
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".partial", delete=False) as f:
         f.write(data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(f.name, 0o666 & ~umask)  # a temporary file is private (0600); the result is an ordinary file
     os.replace(f.name, path)

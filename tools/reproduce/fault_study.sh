@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The kill tests of docs/fault_tolerance.md: `python -m tools.measure.fault_injection` kills (SIGKILL)
+# each bundle's distillation training, the transfer bundle's annotation and training, and an export,
+# at seeded random moments, then lets each run to its end; on phantoms made here, with the shipped
+# teachers, in scratch copies of the bundles (nothing is written into bundles/).
+#   bash tools/reproduce/fault_study.sh [OUT_DIR] [REPORT] [KILLS]
+# OUT_DIR (default /tmp/fault_study) holds the phantoms, bundle copies and runs; REPORT (default
+# docs/fault_tolerance.md) gets the tables; KILLS (default 5) is the kills per training job (the
+# annotation and the export get 3 each). Exits 1 if anything was lost.
+set -euo pipefail
+out=${1:-/tmp/fault_study}
+report=${2:-docs/fault_tolerance.md}
+kills=${3:-5}
+PYTHON=${PYTHON:-python}
+rm -rf "$out" && mkdir -p "$out/bundles" "$out/tables"
+for name in kdnet_brats_mri agnostic_transfer_la_mri mtms_contrastive_cardiac_mri hlfd_tumour_ct; do
+    cp -r "bundles/$name" "$out/bundles/" && rm -rf "$out/bundles/$name/runs"
+done
+"$PYTHON" -m tools.data.synthetic_brats --out "$out/brats" --cases 8 --size 32 --val 2 --test 0 > /dev/null
+"$PYTHON" - "$out/brats" <<'PY'
+import json, sys
+folder = sys.argv[1]
+source = json.load(open(f"{folder}/dataset.json"))
+single = {k: [{"image": c["image"][0], "label": c["label"]} for c in source[k]] for k in ("training", "validation")}
+single["transferal"] = single.pop("training")
+json.dump(single, open(f"{folder}/single.json", "w"))
+PY
+"$PYTHON" -m tools.data.synthetic_cardiac --out "$out/cardiac" --patients 6 --validation 2 > /dev/null
+"$PYTHON" -m tools.data.synthetic_ct --out "$out/kits" --layout kits19 --cases 6 --size 64 --slices 6 > /dev/null
+"$PYTHON" -m tools.data.tumour_ct_datalist --layout kits19 --root "$out/kits" --out "$out/kits/datalist.json" \
+    --val 2 --test 0 > /dev/null
+
+status=0
+seed=0
+# inject JOB TITLE WINDOW_MIN WINDOW_MAX JOB_ARGS... -- COMMAND...: one fault_injection run, its table kept
+inject() {
+    local job=$1 title=$2 low=$3 high=$4
+    shift 4
+    seed=$((seed + 1))
+    local count=$kills
+    [ "$job" = training ] || count=3
+    echo "## $title" > "$out/tables/$seed.md"
+    echo >> "$out/tables/$seed.md"
+    "$PYTHON" -m tools.measure.fault_injection --kills "$count" --seed "$seed" --window "$low" "$high" "$@" \
+        >> "$out/tables/$seed.md" || status=1
+    tail -1 "$out/tables/$seed.md"
+}
+# bundle_run NAME CONFIGS EPOCHS ARGS...: the `python -m monai.bundle run` command line, in `cmd`
+bundle_run() {
+    local b=$out/bundles/$1 configs=$2
+    shift 2
+    cmd=("$PYTHON" -m monai.bundle run --config_file "$configs" --bundle_root "$b" --num_workers 0 "$@")
+}
+c() { echo "$out/bundles/$1/configs/$2"; }
+
+bundle_run kdnet_brats_mri "$(c kdnet_brats_mri train.json)" --dataset_dir "$out/brats" --epochs 40 \
+    --roi_size "[32,32,32]" --val_interval 5
+inject training "KD-Net: distillation training (40 epochs)" 10 45 \
+    --checkpoints "$out/bundles/kdnet_brats_mri/runs/kd_student" --epochs 40 -- "${cmd[@]}"
+
+bundle_run mtms_contrastive_cardiac_mri "$(c mtms_contrastive_cardiac_mri train.json)" --dataset_dir "$out/cardiac" \
+    --datalist "$out/cardiac/dataset.json" --epochs 30 --roi_size "[48,48]" --inference_roi_size "[48,48]" \
+    --val_interval 5
+inject training "MTMS: contrastive distillation training (30 epochs)" 10 45 \
+    --checkpoints "$out/bundles/mtms_contrastive_cardiac_mri/runs/mtms_student" --epochs 30 -- "${cmd[@]}"
+
+bundle_run hlfd_tumour_ct "$(c hlfd_tumour_ct train.json)" --dataset_dir "$out/kits" --epochs 30 \
+    --roi_size "[64,64]" --inference_roi_size "[64,64]" --pixdim "[1.5,1.5,-1]" --slices_per_volume 2 --val_interval 5
+inject training "HLFD: distillation training (30 epochs)" 10 45 \
+    --checkpoints "$out/bundles/hlfd_tumour_ct/runs/hlfd_student" --epochs 30 -- "${cmd[@]}"
+
+labels=$out/pseudo_labels
+transfer=(--dataset_dir "$out/brats" --datalist "$out/brats/single.json" --pseudo_label_dir "$labels"
+    --teacher_nets#unet#roi_size "[32,32,32]" --teacher_nets#segresnet#roi_size "[32,32,32]")
+bundle_run agnostic_transfer_la_mri "['$(c agnostic_transfer_la_mri train.json)','$(c agnostic_transfer_la_mri annotate.json)']" \
+    "${transfer[@]}"
+inject annotation "Transfer: annotation by the two teachers (6 images)" 8 16 --annotation "$labels" -- "${cmd[@]}"
+
+bundle_run agnostic_transfer_la_mri "$(c agnostic_transfer_la_mri train.json)" "${transfer[@]}" --epochs 30 \
+    --roi_size "[32,32,32]" --val_interval 5
+inject training "Transfer: the student's training on the pseudo labels (30 epochs)" 10 45 \
+    --checkpoints "$out/bundles/agnostic_transfer_la_mri/runs/student" --epochs 30 -- "${cmd[@]}"
+
+version=$("$PYTHON" -c "import json, sys; print(json.load(open(sys.argv[1]))['version'])" "$(c hlfd_tumour_ct metadata.json)")
+inject export "Export of the HLFD bundle (a 59 MB zip)" 2 7 --export "$out/dist/hlfd_tumour_ct_v$version.zip" \
+    -- "$PYTHON" -m tools.bundle.export export "$out/bundles/hlfd_tumour_ct" --out "$out/dist"
+
+{
+    echo "# Fault tolerance: killed runs, measured"
+    echo
+    echo "Measured by \`bash tools/reproduce/fault_study.sh\` ($(date -u +%Y-%m-%d), phantoms, the shipped"
+    echo "teachers): each job is killed with SIGKILL at seeded random moments (\`--window\` seconds after"
+    echo "its start), started again after every kill, and finally run to its end. Training must resume"
+    echo "from the newest complete checkpoint and end at its last epoch; annotation must keep every"
+    echo "finished case and skip exactly those; an export must never leave a partial zip under its"
+    echo "final name. \"Damaged files\" are files under their final names that do not load."
+    for table in $(ls "$out/tables" | sort -n); do
+        echo
+        cat "$out/tables/$table"
+    done
+} > "$report.partial" && mv "$report.partial" "$report"
+exit $status
