@@ -239,6 +239,40 @@ def drop_role(role):
 
 
 FILE = "bundles/alpha_kd/docs/results.json"
+LATENCY = {
+    "volumes": "3 toy volumes, the first a warm-up",
+    "threads": 2,
+    "rows": [
+        {"model": "teacher (PyTorch)", "end_to_end_s": 1.5, "inferer_s": 1.2, "peak_mib": 300, "agreement": None},
+        {"model": "student (PyTorch)", "end_to_end_s": 0.5, "inferer_s": 0.2, "peak_mib": 90.4, "agreement": 1.0},
+        {"model": "student (ONNX Runtime)", "end_to_end_s": 0.4, "inferer_s": 0.1, "peak_mib": 80, "agreement": 0.995},
+    ],
+}
+
+
+def with_latency(change):
+    """A mutation adding ``LATENCY`` to the results, then applying ``change`` to it."""
+
+    def apply(data: dict) -> None:
+        data["latency"] = copy.deepcopy(LATENCY)
+        change(data["latency"])
+
+    return apply
+
+
+def test_the_latency_table_gives_each_model_s_speed_against_its_teacher(tree):
+    write_results(tree, "alpha_kd", {**ALPHA, "latency": LATENCY})
+    text = cr.results_md(cr.collect(tree))
+    start = text.index("## End-to-end CPU inference per volume")
+    rows = [line for line in text[start:].splitlines() if line.startswith("| ")]
+    assert rows[1:] == [
+        "| Alpha KD (Doe 2020) | 3 toy volumes, the first a warm-up, 2 threads | teacher (PyTorch) | 1.50 | 80% "
+        "| 300 | 1.00× | – |",
+        "|  |  | student (PyTorch) | 0.50 | 40% | 90 | 3.00× | 1.0000 |",
+        "|  |  | student (ONNX Runtime) | 0.40 | 25% | 80 | 3.75× | 0.9950 |",
+    ]
+    write_results(tree, "alpha_kd", ALPHA)  # no method measured it: no section
+    assert "End-to-end CPU inference" not in cr.results_md(cr.collect(tree))
 
 
 @pytest.mark.parametrize(
@@ -271,6 +305,16 @@ FILE = "bundles/alpha_kd/docs/results.json"
         (mutate(lambda d: d["paired"].pop("runs")), f"{FILE}: paired.runs: missing"),
         (mutate(lambda d: d["paired"].__setitem__("ci95", [0.06, 0.09])), f"{FILE}: paired.ci95: [0.06, 0.09] does"),
         (mutate(lambda d: d["paired"].__setitem__("cases", 0)), f"{FILE}: paired.cases: must be an integer >= 1"),
+        (mutate(with_latency(lambda t: t.pop("volumes"))), f"{FILE}: latency.volumes: missing"),
+        (mutate(with_latency(lambda t: t.__setitem__("rows", []))), f"{FILE}: latency.rows: must be a non-empty list"),
+        (
+            mutate(with_latency(lambda t: t["rows"][1].__setitem__("inferer_s", 0))),
+            f"{FILE}: latency.rows[1].inferer_s: must be a number > 0, got 0",
+        ),
+        (
+            mutate(with_latency(lambda t: t["rows"][1].__setitem__("agreement", 1.5))),
+            f"{FILE}: latency.rows[1].agreement: must be null or a number in [0, 1], got 1.5",
+        ),
     ],
 )
 def test_validation_errors_name_file_and_field(tree, capsys, data, message):

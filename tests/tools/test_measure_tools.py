@@ -317,14 +317,37 @@ def test_latency_times_each_model_end_to_end_in_a_process_of_its_own(trained, tm
     ]
     args += ["--set", f"onnx_file={onnx_file}", "--model", "student", "--model", "ONNX Runtime", "inference_onnx.json"]
     capsys.readouterr()  # what making the phantoms printed
-    latency.main(args)
+    latency.main([*args, "--compare_to", "student"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "_template_kd: median over 2 volume(s) (the first a warm-up), CPU, 2 threads"
+    assert lines[1].endswith("| label maps vs student: lowest class Dice |")
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines[3:]}
-    assert set(rows) == {"student", "ONNX Runtime"} and rows["student"][-1] == "1.00× |"
+    assert set(rows) == {"student", "ONNX Runtime"} and rows["student"][-2] == "1.00×"
+    assert rows["student"][-1] == "1.0000 |" and float(rows["ONNX Runtime"][-1].strip("| ")) >= 0.99
     for row in rows.values():
         end_to_end, inferer = float(row[1]), float(row[2])
         assert 0 < inferer <= end_to_end
+    with pytest.raises(SystemExit):
+        latency.main([*args, "--compare_to", "teacher"])
+    expected = "--compare_to 'teacher' is not a --model label; the labels: ['student', 'ONNX Runtime']"
+    assert expected in capsys.readouterr().err
+
+
+def test_latency_agreement_names_a_missing_map_or_another_grid(tmp_path):
+    from tools.measure.latency import agreement
+
+    for folder in ("a", "b", "c"):
+        (tmp_path / folder).mkdir()
+    label = np.zeros((4, 4, 4), np.uint8)
+    label[:2] = 1
+    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "a" / "x_seg.nii.gz")
+    assert agreement(tmp_path / "a", tmp_path / "b") == "no map for x_seg.nii.gz"
+    changed = label.copy()
+    changed[2] = 1  # class 1: 32 voxels against 48, Dice 0.8; background 0.6667
+    nib.save(nib.Nifti1Image(changed, np.eye(4)), tmp_path / "b" / "x_seg.nii.gz")
+    assert agreement(tmp_path / "a", tmp_path / "b") == "0.6667"
+    nib.save(nib.Nifti1Image(label, np.diag([2.0, 2, 2, 1])), tmp_path / "c" / "x_seg.nii.gz")
+    assert agreement(tmp_path / "a", tmp_path / "c") == "x_seg.nii.gz: another grid"
 
 
 def test_fault_injection_judges_annotation_folders_by_their_manifest_and_whole_labels(tmp_path):

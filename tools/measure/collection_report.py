@@ -10,6 +10,8 @@ template bundle are left out), the machine-readable copy of the results tables o
 
 - ``docs/results.md``: one markdown table (method | dataset | model | role | Dice (± sd, seeds) |
   params | CPU s/vol), then one line per method with the KD − baseline difference in Dice;
+  When a ``results.json`` holds ``latency``, a second table follows: end-to-end CPU inference per
+  volume of its teacher, student and exported runtimes, with the speed against the teacher;
 - ``docs/results.png``: test Dice against parameters (log scale) and against CPU seconds per
   volume, one colour per method, one marker per role (teacher ▲, baseline ●, KD ★; the shipped
   KD student large, other KD variants small and faded), error bars where the sd over seeds is
@@ -44,7 +46,17 @@ the figure leaves the point out)::
         "ci95": [-0.01, 0.034],      #   its 95 % interval, around the difference
         "cases": 16,                 #   integer >= 1: test cases
         "runs": 3,                   #   integer >= 1: run pairs (seeds, times folds)
-        ...}                         #   any further keys of that tool's output are kept as they are
+        ...},                        #   any further keys of that tool's output are kept as they are
+      "latency": {                   # optional: python -m tools.measure.latency on real volumes
+        "volumes": "3 ACDC volumes, the first a warm-up",   # non-empty string: what was timed
+        "threads": 2,                #   integer >= 1
+        "rows": [                    #   non-empty list; the first row is the teacher
+          {"model": "teacher (PyTorch)",  # non-empty string
+           "end_to_end_s": 1.37,     # number > 0: median seconds per volume, load to saved label map
+           "inferer_s": 1.14,        # number > 0: of which the sliding window and network
+           "peak_mib": 228,          # number >= 0: peak memory growth of the process
+           "agreement": null}        # null or number in [0, 1]: lowest class Dice of its label maps
+        ]}                           #   against the PyTorch student's (--compare_to)
     }
 
 Each file needs at least one teacher row (a method may have several teachers), exactly one
@@ -74,7 +86,8 @@ README = "README.md"
 MINUS = "\u2212"
 NOT_MEASURED = "\u2013"
 TOP_KEYS = ("method", "dataset", "metric", "hardware", "rows")
-OPTIONAL_TOP_KEYS = ("paired",)
+OPTIONAL_TOP_KEYS = ("paired", "latency")
+LATENCY_KEYS = ("model", "end_to_end_s", "inferer_s", "peak_mib", "agreement")
 ROW_KEYS = ("role", "model", "dice", "dice_sd", "seeds", "params", "cpu_s_per_volume")
 OPTIONAL_ROW_KEYS = ("per_seed", "shipped")
 FIGURE_ALT = (
@@ -116,6 +129,24 @@ class Paired:
 
 
 @dataclass(frozen=True)
+class Timing:
+    """One model's end-to-end inference per volume."""
+
+    model: str
+    end_to_end_s: float
+    inferer_s: float
+    peak_mib: float
+    agreement: float | None
+
+
+@dataclass(frozen=True)
+class Latency:
+    volumes: str
+    threads: int
+    rows: tuple[Timing, ...]  # the first: the teacher
+
+
+@dataclass(frozen=True)
 class Results:
     bundle: str
     method: str
@@ -124,6 +155,7 @@ class Results:
     hardware: str
     rows: tuple[Row, ...]
     paired: Paired | None = None
+    latency: Latency | None = None
 
     def by_role(self, role: str) -> list[Row]:
         return [r for r in self.rows if r.role == role]
@@ -223,6 +255,37 @@ def _paired(data: object, where: str) -> Paired:
     return Paired(float(difference), float(interval[0]), float(interval[1]), data["cases"], data["runs"])
 
 
+def _latency(data: object, where: str) -> Latency:
+    """The validated ``latency`` object; ``where`` is ``<file>: latency``."""
+    if not isinstance(data, dict):
+        raise ReportError(f"{where}: must be a JSON object")
+    _check_keys(data, ("volumes", "threads", "rows"), (), f"{where}.")
+    if not isinstance(data["volumes"], str) or not data["volumes"].strip():
+        raise ReportError(f"{where}.volumes: must be a non-empty string")
+    if not _is_int(data["threads"]) or data["threads"] < 1:
+        raise ReportError(f"{where}.threads: must be an integer >= 1, got {data['threads']!r}")
+    if not isinstance(data["rows"], list) or not data["rows"]:
+        raise ReportError(f"{where}.rows: must be a non-empty list")
+    rows = []
+    for i, row in enumerate(data["rows"]):
+        at = f"{where}.rows[{i}]"
+        if not isinstance(row, dict):
+            raise ReportError(f"{at}: must be a JSON object")
+        _check_keys(row, LATENCY_KEYS, (), f"{at}.")
+        if not isinstance(row["model"], str) or not row["model"].strip():
+            raise ReportError(f"{at}.model: must be a non-empty string")
+        for key in ("end_to_end_s", "inferer_s"):
+            if not _is_number(row[key]) or row[key] <= 0:
+                raise ReportError(f"{at}.{key}: must be a number > 0, got {row[key]!r}")
+        if not _is_number(row["peak_mib"]) or row["peak_mib"] < 0:
+            raise ReportError(f"{at}.peak_mib: must be a number >= 0, got {row['peak_mib']!r}")
+        agreement = row["agreement"]
+        if agreement is not None and not (_is_number(agreement) and 0 <= agreement <= 1):
+            raise ReportError(f"{at}.agreement: must be null or a number in [0, 1], got {agreement!r}")
+        rows.append(Timing(row["model"], row["end_to_end_s"], row["inferer_s"], row["peak_mib"], agreement))
+    return Latency(data["volumes"], data["threads"], tuple(rows))
+
+
 def load_results(path: Path, name: str | None = None) -> Results:
     """Read and validate one ``results.json``; ``name`` (default: the path) is how errors call it."""
     name = name or str(path)
@@ -253,7 +316,10 @@ def load_results(path: Path, name: str | None = None) -> Results:
     rows.sort(key=lambda r: ROLES.index(r.role))  # stable: each role keeps the file's order
     bundle = path.parent.parent.name
     paired = _paired(data["paired"], f"{name}: paired") if "paired" in data else None
-    return Results(bundle, data["method"], data["dataset"], data["metric"], data["hardware"], tuple(rows), paired)
+    latency = _latency(data["latency"], f"{name}: latency") if "latency" in data else None
+    return Results(
+        bundle, data["method"], data["dataset"], data["metric"], data["hardware"], tuple(rows), paired, latency
+    )
 
 
 def collect(root: Path) -> list[Results]:
@@ -339,8 +405,49 @@ def delta_lines(results: list[Results]) -> str:
     return "\n".join(lines)
 
 
+def latency_table(results: list[Results]) -> str:
+    """End-to-end CPU inference per volume of every method that measured it ("" when none did)."""
+    measured = [res for res in results if res.latency is not None]
+    if not measured:
+        return ""
+    lines = [
+        "## End-to-end CPU inference per volume",
+        "",
+        "Measured by `python -m tools.measure.latency` on real volumes of each method's data set (load, "
+        "preprocess, sliding window and network, postprocess, save; median per volume, one process per model). "
+        "Speed is relative to the method's teacher; the network share is the sliding window's and network's "
+        "part of the whole; agreement is the lowest Dice of any class between a model's label maps and the "
+        "PyTorch student's.",
+        "",
+        "| method | volumes | model | end to end, s | network share | peak MiB | speed vs teacher | agreement |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for res in measured:
+        teacher = res.latency.rows[0].end_to_end_s
+        for i, row in enumerate(res.latency.rows):
+            method, volumes = (
+                (_cell(res.method), _cell(f"{res.latency.volumes}, {res.latency.threads} threads"))
+                if i == 0
+                else ("", "")
+            )
+            agreement = NOT_MEASURED if row.agreement is None else f"{row.agreement:.4f}"
+            cells = [
+                method,
+                volumes,
+                _cell(row.model),
+                f"{row.end_to_end_s:.2f}",
+                f"{row.inferer_s / row.end_to_end_s:.0%}",
+                f"{row.peak_mib:.0f}",
+                f"{teacher / row.end_to_end_s:.2f}×",
+                agreement,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def results_md(results: list[Results]) -> str:
     """The whole text of ``docs/results.md``."""
+    latency = latency_table(results)
     return "\n".join(
         [
             "# Measured results of the collection",
@@ -357,6 +464,7 @@ def results_md(results: list[Results]) -> str:
             f"![{FIGURE_ALT}](results.png)",
             "",
         ]
+        + ([latency] if latency else [])
     )
 
 
