@@ -34,7 +34,10 @@ class ResumeFromLatest:
     checkpoint that cannot be read (a run killed while saving) is skipped for the one before it.
     A newest checkpoint at or past this run's last epoch belongs to a finished run: the run starts
     anew from the configured weights, as when MONAI Label trains a bundle again (resuming would
-    train nothing). A longer run (more epochs) resumes and extends it.
+    train nothing), and the finished run's checkpoints move into ``previous_run_<n>/`` so that the
+    new run, if interrupted in turn, resumes from its own. A longer run (more epochs) resumes and
+    extends it. After resuming from epoch k, checkpoints of earlier epochs (left by the interrupted
+    starts, which the saver no longer tracks) are deleted.
 
     Args:
         directory: where the training ``CheckpointSaver`` writes its epoch checkpoints.
@@ -53,9 +56,14 @@ class ResumeFromLatest:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        for path in epoch_checkpoints(self.directory) if self.enabled else []:
+        checkpoints = epoch_checkpoints(self.directory) if self.enabled else []
+        for path in checkpoints:
             if engine.state.max_epochs is not None and checkpoint_epoch(path) >= engine.state.max_epochs:
-                logger.info(f"{path} ends a finished run of {engine.state.max_epochs} epoch(s): starting a new run.")
+                kept = self._set_aside(checkpoints)
+                logger.info(
+                    f"{path} ends a finished run of {engine.state.max_epochs} epoch(s): starting a new run "
+                    f"(the finished run's checkpoints are in {kept})."
+                )
                 return
             try:
                 checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -67,8 +75,21 @@ class ResumeFromLatest:
                 raise KeyError(f"checkpoint {path} lacks {missing}; it holds {sorted(checkpoint)}.")
             logger.info(f"resuming from {path}")
             CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location=self.map_location)(engine)
+            for older in checkpoints[checkpoints.index(path) + 1 :]:
+                os.remove(older)
             return
         logger.info(f"no checkpoint to resume from in {self.directory}: starting from scratch.")
+
+    def _set_aside(self, checkpoints: Sequence[str]) -> str:
+        """Move a finished run's checkpoints into a new ``previous_run_<n>`` folder; its path."""
+        number = 1
+        while os.path.exists(os.path.join(self.directory, f"previous_run_{number}")):
+            number += 1
+        folder = os.path.join(self.directory, f"previous_run_{number}")
+        os.makedirs(folder)
+        for path in checkpoints:
+            os.replace(path, os.path.join(folder, os.path.basename(path)))
+        return folder
 
 
 class TermWeightWarmup:

@@ -26,19 +26,45 @@ def test_no_checkpoint_starts_fresh(tmp_path):
     assert model.bias.item() == before
 
 
-def test_a_finished_run_is_not_resumed_but_a_longer_one_extends_it(tmp_path):
-    torch.save(
-        {"model": nn.Linear(1, 1).state_dict() | {"bias": torch.tensor([3.0])}}, tmp_path / "checkpoint_epoch=3.pt"
-    )
-    seen = []
-    for max_epochs in (3, 2, 5):  # e.g. MONAI Label training the bundle again, then a longer run
-        model = nn.Linear(1, 1)
-        engine = Engine(lambda e, b: None)
-        engine.add_event_handler(Events.STARTED, ResumeFromLatest(str(tmp_path), {"model": model}))
-        engine.add_event_handler(Events.STARTED, lambda e, m=model: seen.append(m.bias.item()))
-        engine.run([0], max_epochs=max_epochs)
-    assert seen[0] != 3.0 and seen[1] != 3.0
-    assert seen[2] == 3.0
+def save_bias(path, value: float) -> None:
+    torch.save({"model": nn.Linear(1, 1).state_dict() | {"bias": torch.tensor([value])}}, path)
+
+
+def started_bias(directory, max_epochs: int) -> float:
+    """The model's bias when a run of ``max_epochs`` starts in ``directory``."""
+    model, seen = nn.Linear(1, 1), []
+    engine = Engine(lambda e, b: None)
+    engine.add_event_handler(Events.STARTED, ResumeFromLatest(str(directory), {"model": model}))
+    engine.add_event_handler(Events.STARTED, lambda e: seen.append(model.bias.item()))
+    engine.run([0], max_epochs=max_epochs)
+    return seen[0]
+
+
+def test_a_longer_run_extends_a_finished_one(tmp_path):
+    save_bias(tmp_path / "checkpoint_epoch=3.pt", 3.0)
+    assert started_bias(tmp_path, 5) == 3.0
+
+
+def test_a_finished_run_is_set_aside_so_that_the_next_run_resumes_from_its_own_checkpoints(tmp_path):
+    save_bias(tmp_path / "checkpoint_epoch=3.pt", 3.0)
+    assert started_bias(tmp_path, 3) != 3.0  # e.g. MONAI Label training the bundle again: a new run
+    assert (tmp_path / "previous_run_1" / "checkpoint_epoch=3.pt").is_file()
+    save_bias(tmp_path / "checkpoint_epoch=1.pt", 1.0)  # the new run's first epoch, then it is killed
+    assert started_bias(tmp_path, 3) == 1.0
+    save_bias(tmp_path / "checkpoint_epoch=3.pt", 3.5)  # it finishes; a third run sets it aside in turn
+    assert started_bias(tmp_path, 3) != 3.5
+    assert sorted(p.name for p in (tmp_path / "previous_run_2").iterdir()) == [
+        "checkpoint_epoch=1.pt",
+        "checkpoint_epoch=3.pt",
+    ]
+
+
+def test_resuming_deletes_the_checkpoints_older_than_the_one_it_resumes_from(tmp_path):
+    for epoch in (1, 2, 4):  # 1, 2: left by starts killed before the saver of a later start took over
+        save_bias(tmp_path / f"checkpoint_epoch={epoch}.pt", float(epoch))
+    (tmp_path / "checkpoint_epoch=5.pt").write_bytes(b"truncated")
+    assert started_bias(tmp_path, 10) == 4.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=4.pt", "checkpoint_epoch=5.pt"]
 
 
 def test_term_weight_warmup_ramps_distillation_terms_from_the_engine_epoch():
