@@ -183,3 +183,70 @@ def test_synthetic_brain_phantoms_make_t1_distractors_fainter_by_the_cue_only(tm
     assert lift.min() > -1e-3 and 10 < lift.max() <= 30.001
     label = np.asarray(nib.load(tmp_path / "cue" / case["label"]).dataobj) > 0
     assert lift[label].mean() < 0.1 * lift[lift > 1].mean()
+
+
+def write_dicom_series(voxels: np.ndarray, folder, spacing=(0.7, 0.7, 2.0), origin=(-10.0, 20.0, 30.0)) -> None:
+    """``voxels`` (i, j, k order) as a DICOM series of axial slices, one file per slice named as
+    IRCAD names them, each with its position, orientation and pixel spacing (LPS, as DICOM is)."""
+    import itk
+
+    folder.mkdir(parents=True)
+    io = itk.GDCMImageIO.New()
+    io.KeepOriginalUIDOn()
+    for k in range(voxels.shape[2]):
+        slice_ = itk.image_from_array(np.ascontiguousarray(voxels[:, :, k].T).astype(np.int16))
+        slice_.SetSpacing(spacing[:2])  # the writer takes the pixel spacing from the image
+        tags = {
+            "0008|0060": "CT",
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+            "0020|000e": "1.2.826.0.1.3680043.2.1125.1.1",
+            "0020|0013": str(k + 1),
+            "0020|0032": f"{origin[0]}\\{origin[1]}\\{origin[2] + k * spacing[2]}",
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0028|0030": f"{spacing[1]}\\{spacing[0]}",
+            "0018|0050": str(spacing[2]),
+        }
+        dictionary = slice_.GetMetaDataDictionary()
+        for tag, value in tags.items():
+            dictionary[tag] = value
+        io.SetMetaDataDictionary(dictionary)
+        writer = itk.ImageFileWriter[type(slice_)].New(Input=slice_, FileName=str(folder / f"image_{k}"), ImageIO=io)
+        writer.Update()
+
+
+def test_ircad_patients_become_lits_volumes_with_liver_and_tumour_on_the_ct_grid(tmp_path, capsys):
+    from tools.data import ircad_to_lits
+
+    patient = tmp_path / "3Dircadb1.7"
+    ct = np.full((12, 10, 4), -1000, np.int16)
+    ct[2:8, 2:8] = 60
+    liver, tumour_a, tumour_b = (np.zeros(ct.shape, np.int16) for _ in range(3))
+    liver[2:8, 2:8] = 255
+    tumour_a[3, 3, 1] = 255
+    tumour_b[9, 8, 3] = 255  # outside the liver mask: still a tumour
+    write_dicom_series(ct, patient / "PATIENT_DICOM")
+    for name, mask in (("liver", liver), ("livertumor01", tumour_a), ("livertumor02", tumour_b)):
+        write_dicom_series(mask, patient / "MASKS_DICOM" / name)
+
+    ircad_to_lits.main([str(patient), "--out", str(tmp_path / "lits")])
+    assert "volume-7.nii.gz, segmentation-7.nii.gz: liver 144 voxels, 2 tumour(s) of 2" in capsys.readouterr().out
+    volume, segmentation = (
+        nib.load(tmp_path / "lits" / "volume-7.nii.gz"),
+        nib.load(tmp_path / "lits" / "segmentation-7.nii.gz"),
+    )
+    np.testing.assert_array_equal(np.asarray(volume.dataobj), ct)
+    expected = np.where(liver > 0, 1, 0)
+    expected[3, 3, 1] = expected[9, 8, 3] = 2
+    np.testing.assert_array_equal(np.asarray(segmentation.dataobj), expected)
+    # DICOM's LPS corner (-10, 20, 30) is RAS (10, -20, 30); i runs to the left, j to the back
+    np.testing.assert_allclose(
+        volume.affine, [[-0.7, 0, 0, 10], [0, -0.7, 0, -20], [0, 0, 2, 30], [0, 0, 0, 1]], atol=1e-4
+    )
+    np.testing.assert_allclose(segmentation.affine, volume.affine)
+    assert tumour_ct_datalist.find_cases(tmp_path / "lits", "lits") == [
+        {"image": "volume-7.nii.gz", "label": "segmentation-7.nii.gz"}
+    ]
+
+    (patient / "MASKS_DICOM" / "liver" / "image_3").unlink()  # a mask series one slice short
+    with pytest.raises(ValueError, match=r"mask .*liver has shape \(12, 10, 3\), the CT \(12, 10, 4\)"):
+        ircad_to_lits.main([str(patient), "--out", str(tmp_path / "lits")])
