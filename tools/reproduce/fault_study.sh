@@ -3,21 +3,26 @@
 # each bundle's distillation training, the transfer bundle's annotation and training, and an export,
 # at seeded random moments, then lets each run to its end; on phantoms made here, with the shipped
 # teachers, in scratch copies of the bundles (nothing is written into bundles/).
-#   bash tools/reproduce/fault_study.sh [OUT_DIR] [REPORT] [KILLS]
+#   bash tools/reproduce/fault_study.sh [OUT_DIR] [REPORT] [KILLS] [JOBS]
 # OUT_DIR (default /tmp/fault_study) holds the phantoms, bundle copies and runs; REPORT (default
 # docs/fault_tolerance.md) gets the tables; KILLS (default 5) is the kills per training job (the
-# annotation and the export get 3 each). Exits 1 if anything was lost.
+# annotation and the export get 3 each); JOBS (default "kdnet mtms hlfd annotation transfer
+# export") picks jobs, each with its own seed (transfer trains on the labels annotation writes, so
+# it needs annotation in the same run). Exits 1 if anything was lost.
 set -euo pipefail
 out=${1:-/tmp/fault_study}
 report=${2:-docs/fault_tolerance.md}
 kills=${3:-5}
+jobs=" ${4:-kdnet mtms hlfd annotation transfer export} "
 PYTHON=${PYTHON:-python}
 rm -rf "$out" && mkdir -p "$out/bundles" "$out/tables"
 for name in kdnet_brats_mri agnostic_transfer_la_mri mtms_contrastive_cardiac_mri hlfd_tumour_ct; do
     cp -r "bundles/$name" "$out/bundles/" && rm -rf "$out/bundles/$name/runs"
 done
 "$PYTHON" -m tools.data.synthetic_brats --out "$out/brats" --cases 8 --size 32 --val 2 --test 0 > /dev/null
-"$PYTHON" - "$out/brats" <<'PY'
+# the transfer bundle: 18 single-channel images to annotate (long enough to be killed halfway), 2 to validate
+"$PYTHON" -m tools.data.synthetic_brats --out "$out/la" --cases 20 --size 32 --val 2 --test 0 --seed 1 > /dev/null
+"$PYTHON" - "$out/la" <<'PY'
 import json, sys
 folder = sys.argv[1]
 source = json.load(open(f"{folder}/dataset.json"))
@@ -31,12 +36,12 @@ PY
     --val 2 --test 0 > /dev/null
 
 status=0
-seed=0
-# inject JOB TITLE WINDOW_MIN WINDOW_MAX JOB_ARGS... -- COMMAND...: one fault_injection run, its table kept
+# wants NAME: whether JOBS holds it
+wants() { [[ $jobs == *" $1 "* ]]; }
+# inject SEED JOB TITLE WINDOW_MIN WINDOW_MAX JOB_ARGS... -- COMMAND...: one fault_injection run, its table kept
 inject() {
-    local job=$1 title=$2 low=$3 high=$4
-    shift 4
-    seed=$((seed + 1))
+    local seed=$1 job=$2 title=$3 low=$4 high=$5
+    shift 5
     local count=$kills
     [ "$job" = training ] || count=3
     echo "## $title" > "$out/tables/$seed.md"
@@ -53,37 +58,49 @@ bundle_run() {
 }
 c() { echo "$out/bundles/$1/configs/$2"; }
 
+if wants kdnet; then
 bundle_run kdnet_brats_mri "$(c kdnet_brats_mri train.json)" --dataset_dir "$out/brats" --epochs 40 \
     --roi_size "[32,32,32]" --val_interval 5
-inject training "KD-Net: distillation training (40 epochs)" 10 45 \
+inject 1 training "KD-Net: distillation training (40 epochs)" 10 45 \
     --checkpoints "$out/bundles/kdnet_brats_mri/runs/kd_student" --epochs 40 -- "${cmd[@]}"
+fi
 
+if wants mtms; then
 bundle_run mtms_contrastive_cardiac_mri "$(c mtms_contrastive_cardiac_mri train.json)" --dataset_dir "$out/cardiac" \
     --datalist "$out/cardiac/dataset.json" --epochs 30 --roi_size "[48,48]" --inference_roi_size "[48,48]" \
     --val_interval 5
-inject training "MTMS: contrastive distillation training (30 epochs)" 10 45 \
+inject 2 training "MTMS: contrastive distillation training (30 epochs)" 10 45 \
     --checkpoints "$out/bundles/mtms_contrastive_cardiac_mri/runs/mtms_student" --epochs 30 -- "${cmd[@]}"
+fi
 
+if wants hlfd; then
 bundle_run hlfd_tumour_ct "$(c hlfd_tumour_ct train.json)" --dataset_dir "$out/kits" --epochs 30 \
     --roi_size "[64,64]" --inference_roi_size "[64,64]" --pixdim "[1.5,1.5,-1]" --slices_per_volume 2 --val_interval 5
-inject training "HLFD: distillation training (30 epochs)" 10 45 \
+inject 3 training "HLFD: distillation training (30 epochs)" 10 45 \
     --checkpoints "$out/bundles/hlfd_tumour_ct/runs/hlfd_student" --epochs 30 -- "${cmd[@]}"
+fi
 
 labels=$out/pseudo_labels
-transfer=(--dataset_dir "$out/brats" --datalist "$out/brats/single.json" --pseudo_label_dir "$labels"
+transfer=(--dataset_dir "$out/la" --datalist "$out/la/single.json" --pseudo_label_dir "$labels"
     --teacher_nets#unet#roi_size "[32,32,32]" --teacher_nets#segresnet#roi_size "[32,32,32]")
+if wants annotation; then
 bundle_run agnostic_transfer_la_mri "['$(c agnostic_transfer_la_mri train.json)','$(c agnostic_transfer_la_mri annotate.json)']" \
     "${transfer[@]}"
-inject annotation "Transfer: annotation by the two teachers (6 images)" 8 16 --annotation "$labels" -- "${cmd[@]}"
+inject 4 annotation "Transfer: annotation by the two teachers (18 images)" 15 35 --annotation "$labels" -- "${cmd[@]}"
+fi
 
-bundle_run agnostic_transfer_la_mri "$(c agnostic_transfer_la_mri train.json)" "${transfer[@]}" --epochs 30 \
+if wants transfer; then
+bundle_run agnostic_transfer_la_mri "$(c agnostic_transfer_la_mri train.json)" "${transfer[@]}" --epochs 15 \
     --roi_size "[32,32,32]" --val_interval 5
-inject training "Transfer: the student's training on the pseudo labels (30 epochs)" 10 45 \
-    --checkpoints "$out/bundles/agnostic_transfer_la_mri/runs/student" --epochs 30 -- "${cmd[@]}"
+inject 5 training "Transfer: the student's training on the pseudo labels (15 epochs)" 10 45 \
+    --checkpoints "$out/bundles/agnostic_transfer_la_mri/runs/student" --epochs 15 -- "${cmd[@]}"
+fi
 
+if wants export; then
 version=$("$PYTHON" -c "import json, sys; print(json.load(open(sys.argv[1]))['version'])" "$(c hlfd_tumour_ct metadata.json)")
-inject export "Export of the HLFD bundle (a 59 MB zip)" 2 7 --export "$out/dist/hlfd_tumour_ct_v$version.zip" \
+inject 6 export "Export of the HLFD bundle (a 59 MB zip)" 2 7 --export "$out/dist/hlfd_tumour_ct_v$version.zip" \
     -- "$PYTHON" -m tools.bundle.export export "$out/bundles/hlfd_tumour_ct" --out "$out/dist"
+fi
 
 {
     echo "# Fault tolerance: killed runs, measured"
