@@ -111,6 +111,10 @@ fi
     echo "from the newest complete checkpoint and end at its last epoch; annotation must keep every"
     echo "finished case and skip exactly those; an export must never leave a partial zip under its"
     echo "final name. \"Damaged files\" are files under their final names that do not load."
+    echo
+    total=$(cat "$out"/tables/*.md | grep -o "^[0-9]* kill(s)" | awk '{n += $1} END {print n}')
+    lost=$(cat "$out"/tables/*.md | grep -c "kill(s) in .*LOST" || true)
+    echo "**$total kills in all; jobs that lost something: $lost.**"
     for table in $(ls "$out/tables" | sort -n); do
         echo
         cat "$out/tables/$table"
