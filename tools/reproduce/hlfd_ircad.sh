@@ -18,7 +18,7 @@ number=${patient##*.}
 case="[{\"image\": \"volume-$number.nii.gz\", \"label\": \"segmentation-$number.nii.gz\"}]"
 echo "{\"training\": $case, \"validation\": $case, \"test\": $case}" > "$out/datalist.json"
 bundle_setup hlfd_tumour_ct
-window=(--hu_window "[-40,160]" --pixdim "[1.5,1.5,-1]" --inference_roi_size "[208,208]")  # one window per slice
+window=(--hu_window "[-40,160]" --pixdim "[1.5,1.5,-1]" --inference_roi_size "[224,224]")  # one window per slice; FlexibleUNet needs multiples of 32
 common=(--dataset_dir "$out/lits" --datalist "$out/datalist.json" "${window[@]}" --target_labels "[2]"
     --roi_size "[96,96]" --slices_per_volume 8 --num_workers 0 --val_interval "$epochs")  # whole-volume validation: minutes
 run teacher --config_file "['$C/train.json','$C/train_teacher.json']" --epochs "$epochs" \
