@@ -9,9 +9,10 @@ overrides), loads ``models/model.pt`` (``weights_only``) and converts it with MO
 ``convert_to_onnx``: traced on one image of the config's inferer ``roi_size`` (export again after
 changing it), input ``input`` and output ``output``. The shape is fixed: traced networks may keep
 the batch size as a constant (MONAI's ResNet shortcut pads with it), so the inference configs run
-a sliding-window batch image by image. The export is checked against PyTorch with ONNX Runtime on a random input within
-``--atol``, written under a temporary name and renamed once complete; the tool prints its size and
-SHA-256.
+a sliding-window batch image by image. The export is checked against PyTorch with ONNX Runtime
+within ``--atol`` on the random input it was traced with and on another one (a trace that froze
+part of its example, as MONAI's ResNet shortcut ``'A'`` does, is refused), written under a
+temporary name and renamed once complete; the tool prints its size and SHA-256.
 """
 
 from __future__ import annotations
@@ -30,6 +31,19 @@ from tools.measure.kd_audit import parse_set
 from tools.measure.model_cost import input_channels, parse_model
 
 OPSET = 17
+
+
+def unseen_input_difference(network: torch.nn.Module, onnx_file: Path, example: torch.Tensor) -> float:
+    """The largest logit difference between PyTorch and ONNX Runtime on an input the export never saw
+    (other values and range than the traced example): a trace that froze part of the example shows here."""
+    import onnxruntime
+
+    generator = torch.Generator().manual_seed(1)
+    unseen = torch.rand(example.shape, generator=generator) * 4 - 1
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = network(unseen).numpy()
+    return float(abs(session.run(None, {"input": unseen.numpy()})[0] - expected).max())
 
 
 def export(bundle: Path, configs: list[str], overrides: dict, out: Path, atol: float) -> tuple[Path, str]:
@@ -55,6 +69,15 @@ def export(bundle: Path, configs: list[str], overrides: dict, out: Path, atol: f
             atol=atol,
             dynamo=False,
         )
+        difference = unseen_input_difference(network, partial, example)
+        if difference > atol:
+            partial.unlink()
+            raise ValueError(
+                f"{bundle}: the ONNX export matches PyTorch on the input it was traced with but not on another "
+                f"(largest logit difference {difference:.3g} > {atol}): the network holds a step that tracing "
+                "freezes into a constant (e.g. MONAI's ResNet shortcut type 'A', which reads `.data`). Export a "
+                "network without it; no model.onnx was written."
+            )
     os.replace(partial, out)
     return out, hashlib.sha256(out.read_bytes()).hexdigest()
 

@@ -99,7 +99,35 @@ def export_torchscript(bundle: str, path: str) -> None:
         export()
     except Exception as e:
         print(f"  scripting failed ({type(e).__name__}); exporting by tracing instead")
-        export(use_trace=True, input_shape=_example_input_shape(meta_file))
+        shape = _example_input_shape(meta_file)
+        export(use_trace=True, input_shape=shape)
+        _check_trace_generalises(bundle, path, shape)
+
+
+def _check_trace_generalises(bundle: str, path: str, shape: list[int]) -> None:
+    """A trace records one example; a network that reads tensor values as constants (MONAI's ResNet
+    shortcut type 'A' reads ``.data``) gives another network on every other input. Compare the
+    trace with the eager network on an input it never saw; remove it and fail when they differ."""
+    from monai.bundle import ConfigParser
+
+    from common.teachers import load_state_dict_strict
+
+    parser = ConfigParser()
+    parser.read_config(os.path.join(bundle, "configs", "inference.json"))
+    parser["bundle_root"] = bundle
+    with bundle_scripts(bundle):
+        network = parser.get_parsed_content("network_def").eval()
+    load_state_dict_strict(network, os.path.join(bundle, "models", "model.pt"))
+    unseen = torch.rand(shape, generator=torch.Generator().manual_seed(1)) * 4 - 1
+    with torch.no_grad():
+        difference = float((torch.jit.load(path)(unseen) - network(unseen)).abs().max())
+    if difference > 1e-3:
+        os.remove(path)
+        raise ValueError(
+            f"{bundle}: the traced TorchScript differs from the network on an input other than its example "
+            f"(largest logit difference {difference:.3g}): the network reads a tensor's values as a constant "
+            "(e.g. MONAI's ResNet shortcut type 'A'); it can be neither scripted nor traced."
+        )
 
 
 def check_export(bundle: str) -> None:
