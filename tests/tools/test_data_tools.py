@@ -188,9 +188,19 @@ def test_synthetic_brain_phantoms_make_t1_distractors_fainter_by_the_cue_only(tm
 def write_dicom_series(voxels: np.ndarray, folder, spacing=(0.7, 0.7, 2.0), origin=(-10.0, 20.0, 30.0)) -> None:
     """``voxels`` (i, j, k order) as a DICOM series of axial slices, one file per slice named as
     IRCAD names them, each with its position, orientation and pixel spacing (LPS, as DICOM is)."""
-    import itk
+    import locale
 
     folder.mkdir(parents=True)
+    saved_locale = locale.setlocale(locale.LC_ALL)  # GDCM's writer sets the C locale for the whole process,
+    try:  # after which Python reads text files as ASCII: every later test in this worker would fail
+        _write_slices(voxels, folder, spacing, origin)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved_locale)
+
+
+def _write_slices(voxels: np.ndarray, folder, spacing, origin) -> None:
+    import itk
+
     io = itk.GDCMImageIO.New()
     io.KeepOriginalUIDOn()
     for k in range(voxels.shape[2]):

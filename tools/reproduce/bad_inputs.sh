@@ -7,22 +7,10 @@
 set -euo pipefail
 out=${1:-/tmp/bad_inputs}
 table=${2:-docs/bad_inputs.md}
-PYTHON=${PYTHON:-python}
 rm -rf "$out" && mkdir -p "$out"
-"$PYTHON" -m tools.data.synthetic_brats --out "$out/brats" --cases 8 --size 32 --val 2 --test 0 > /dev/null
-# the transfer bundle reads one channel, the phantoms' FLAIR alone; its baseline trains on `transferal`
-"$PYTHON" - "$out/brats" <<'PY'
-import json, sys
-folder = sys.argv[1]
-source = json.load(open(f"{folder}/dataset.json"))
-single = {k: [{"image": c["image"][0], "label": c["label"]} for c in source[k]] for k in ("training", "validation")}
-single["transferal"] = single.pop("training")
-json.dump(single, open(f"{folder}/single.json", "w"))
-PY
-"$PYTHON" -m tools.data.synthetic_cardiac --out "$out/cardiac" --patients 6 --validation 2 > /dev/null
-"$PYTHON" -m tools.data.synthetic_ct --out "$out/kits" --layout kits19 --cases 6 --size 64 --slices 6 > /dev/null
-"$PYTHON" -m tools.data.tumour_ct_datalist --layout kits19 --root "$out/kits" --out "$out/kits/datalist.json" \
-    --val 2 --test 0 > /dev/null
+source "$(dirname "$0")/lib.sh"
+phantoms "$out"
+single_channel "$out/brats"  # the transfer bundle reads one channel, the phantoms' FLAIR alone
 
 status=0
 measure() {  # NAME DATA DATALIST IMAGE TRAINING_CONFIGS TRAINING_KEY OVERRIDES...

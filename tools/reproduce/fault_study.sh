@@ -14,26 +14,15 @@ out=${1:-/tmp/fault_study}
 report=${2:-docs/fault_tolerance.md}
 kills=${3:-5}
 jobs=" ${4:-kdnet mtms hlfd annotation transfer export} "
-PYTHON=${PYTHON:-python}
 rm -rf "$out" && mkdir -p "$out/bundles" "$out/tables"
 for name in kdnet_brats_mri agnostic_transfer_la_mri mtms_contrastive_cardiac_mri hlfd_tumour_ct; do
     cp -r "bundles/$name" "$out/bundles/" && rm -rf "$out/bundles/$name/runs"
 done
-"$PYTHON" -m tools.data.synthetic_brats --out "$out/brats" --cases 8 --size 32 --val 2 --test 0 > /dev/null
+source "$(dirname "$0")/lib.sh"
+phantoms "$out"
 # the transfer bundle: 18 single-channel images to annotate (long enough to be killed halfway), 2 to validate
 "$PYTHON" -m tools.data.synthetic_brats --out "$out/la" --cases 20 --size 32 --val 2 --test 0 --seed 1 > /dev/null
-"$PYTHON" - "$out/la" <<'PY'
-import json, sys
-folder = sys.argv[1]
-source = json.load(open(f"{folder}/dataset.json"))
-single = {k: [{"image": c["image"][0], "label": c["label"]} for c in source[k]] for k in ("training", "validation")}
-single["transferal"] = single.pop("training")
-json.dump(single, open(f"{folder}/single.json", "w"))
-PY
-"$PYTHON" -m tools.data.synthetic_cardiac --out "$out/cardiac" --patients 6 --validation 2 > /dev/null
-"$PYTHON" -m tools.data.synthetic_ct --out "$out/kits" --layout kits19 --cases 6 --size 64 --slices 6 > /dev/null
-"$PYTHON" -m tools.data.tumour_ct_datalist --layout kits19 --root "$out/kits" --out "$out/kits/datalist.json" \
-    --val 2 --test 0 > /dev/null
+single_channel "$out/la"
 
 status=0
 # wants NAME: whether JOBS holds it

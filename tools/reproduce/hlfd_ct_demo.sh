@@ -16,15 +16,5 @@ source "$(dirname "$0")/lib.sh"
 bundle_setup hlfd_tumour_ct
 common=(--dataset_dir "$data" --datalist "$out/datalist.json" --target_labels "[2,3]" --pixdim "[3.0,3.0,-1]"
     --roi_size "[96,96]" --inference_roi_size "[128,128]" --slices_per_volume 8 --num_workers 0 --val_interval "$(( (epochs + 3) / 4 ))")
-run teacher --config_file "['$C/train.json','$C/train_teacher.json']" --epochs "$epochs" \
-    --output_dir "$out/teacher" --model_dir "$out/models/teacher"
-run hlfd_student --config_file "['$C/train.json']" --epochs "$epochs" --ckpt_dir "$out/models" \
-    --output_dir "$out/student"
-run evaluate --config_file "['$C/train.json','$C/evaluate.json']" --ckpt_dir "$out/models" \
-    --output_dir "$out/evaluate"
-common=()  # inference reads a folder of images, not the datalist
-mkdir -p "$out/images" && ln -sf "$data/example_ct_sm.nii.gz" "$out/images/example_ct_sm.nii.gz"
-run inference --config_file "$C/inference.json" --dataset_dir "$out/images" --image_pattern "*.nii.gz" \
-    --pixdim "[3.0,3.0,-1]" --inference_roi_size "[128,128]" --checkpoint_loader#load_path "$out/models/model.pt" \
-    --output_dir "$out/inference"
+ct_check "$out" "$epochs" "$data/example_ct_sm.nii.gz" --pixdim "[3.0,3.0,-1]" --inference_roi_size "[128,128]"
 echo "kidney Dice of the student on the training CT: $(grep test_mean_dice "$out/evaluate/metrics.csv")"

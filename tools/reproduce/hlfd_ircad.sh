@@ -21,16 +21,7 @@ bundle_setup hlfd_tumour_ct
 window=(--hu_window "[-40,160]" --pixdim "[1.5,1.5,-1]" --inference_roi_size "[224,224]")  # one window per slice; FlexibleUNet needs multiples of 32
 common=(--dataset_dir "$out/lits" --datalist "$out/datalist.json" "${window[@]}" --target_labels "[2]"
     --roi_size "[96,96]" --slices_per_volume 8 --num_workers 0 --val_interval "$epochs")  # whole-volume validation: minutes
-run teacher --config_file "['$C/train.json','$C/train_teacher.json']" --epochs "$epochs" \
-    --output_dir "$out/teacher" --model_dir "$out/models/teacher"
-run hlfd_student --config_file "['$C/train.json']" --epochs "$epochs" --ckpt_dir "$out/models" \
-    --output_dir "$out/student"
-run evaluate --config_file "['$C/train.json','$C/evaluate.json']" --ckpt_dir "$out/models" \
-    --output_dir "$out/evaluate"
-common=()  # inference reads a folder of images, not the datalist
-mkdir -p "$out/images" && ln -sf "$out/lits/volume-$number.nii.gz" "$out/images/volume-$number.nii.gz"
-run inference --config_file "$C/inference.json" --dataset_dir "$out/images" --image_pattern "volume-*.nii.gz" \
-    "${window[@]}" --checkpoint_loader#load_path "$out/models/model.pt" --output_dir "$out/inference"
+ct_check "$out" "$epochs" "$out/lits/volume-$number.nii.gz" "${window[@]}"
 "$PYTHON" - "$out/lits/segmentation-$number.nii.gz" "$out"/inference/*/*_seg.nii.gz "$out"/inference/*_seg.nii.gz <<'PY'
 import sys, nibabel as nib, numpy as np
 from pathlib import Path

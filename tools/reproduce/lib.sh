@@ -68,3 +68,45 @@ stage() {
         run "evaluate_$name" --config_file "[$configs,'$C/evaluate.json']" "${args[@]}"
     fi
 }
+
+# ct_check OUT EPOCHS IMAGE INFERENCE_ARGS...: the HLFD bundle's CT path on one case that is the
+# training, validation and test set at once (`common` holds its data and training arguments; B/C/R
+# from `bundle_setup hlfd_tumour_ct`): teacher, HLFD student, evaluation, then `inference.json` on
+# IMAGE alone with INFERENCE_ARGS, written under OUT/inference.
+ct_check() {
+    local out=$1 epochs=$2 image=$3
+    shift 3
+    run teacher --config_file "['$C/train.json','$C/train_teacher.json']" --epochs "$epochs" \
+        --output_dir "$out/teacher" --model_dir "$out/models/teacher"
+    run hlfd_student --config_file "['$C/train.json']" --epochs "$epochs" --ckpt_dir "$out/models" \
+        --output_dir "$out/student"
+    run evaluate --config_file "['$C/train.json','$C/evaluate.json']" --ckpt_dir "$out/models" \
+        --output_dir "$out/evaluate"
+    common=()  # inference reads a folder of images, not the datalist
+    mkdir -p "$out/images" && ln -sf "$image" "$out/images/$(basename "$image")"
+    run inference --config_file "$C/inference.json" --dataset_dir "$out/images" --image_pattern "$(basename "$image")" \
+        "$@" --checkpoint_loader#load_path "$out/models/model.pt" --output_dir "$out/inference"
+}
+
+# phantoms OUT: the phantom sets of the bad-input and kill tables under OUT: brats (8 two-modality
+# cases, 2 of them validation), cardiac (6 patients, 2 validation), kits (6 CT cases, 2 validation).
+phantoms() {
+    "$PYTHON" -m tools.data.synthetic_brats --out "$1/brats" --cases 8 --size 32 --val 2 --test 0 > /dev/null
+    "$PYTHON" -m tools.data.synthetic_cardiac --out "$1/cardiac" --patients 6 --validation 2 > /dev/null
+    "$PYTHON" -m tools.data.synthetic_ct --out "$1/kits" --layout kits19 --cases 6 --size 64 --slices 6 > /dev/null
+    "$PYTHON" -m tools.data.tumour_ct_datalist --layout kits19 --root "$1/kits" --out "$1/kits/datalist.json" \
+        --val 2 --test 0 > /dev/null
+}
+
+# single_channel FOLDER: FOLDER/single.json, the first modality of FOLDER/dataset.json's phantoms
+# alone, its training cases listed as `transferal` (what the transfer bundle's baseline trains on).
+single_channel() {
+    "$PYTHON" - "$1" <<'PY'
+import json, sys
+folder = sys.argv[1]
+source = json.load(open(f"{folder}/dataset.json"))
+single = {k: [{"image": c["image"][0], "label": c["label"]} for c in source[k]] for k in ("training", "validation")}
+single["transferal"] = single.pop("training")
+json.dump(single, open(f"{folder}/single.json", "w"))
+PY
+}
