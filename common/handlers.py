@@ -27,6 +27,14 @@ def checkpoint_epoch(path: str) -> int:
     return int(found.group(1)) if found else -1
 
 
+def _writer() -> bool:
+    """Whether this process tidies the checkpoint folder: the only one, or rank 0 of several (the
+    ranks of a multi-GPU run share the folder, as they share the saver's files)."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    )
+
+
 class ResumeFromLatest:
     """Resume an interrupted run: when the engine starts, load the newest training checkpoint in
     ``directory`` into ``load_dict`` (student, optimiser, trainer state, adapters, ...) with MONAI's
@@ -37,7 +45,8 @@ class ResumeFromLatest:
     train nothing), and the finished run's checkpoints move into ``previous_run_<n>/`` so that the
     new run, if interrupted in turn, resumes from its own. A longer run (more epochs) resumes and
     extends it. After resuming from epoch k, checkpoints of earlier epochs (left by the interrupted
-    starts, which the saver no longer tracks) are deleted.
+    starts, which the saver no longer tracks) are deleted. In a multi-GPU run only rank 0 moves or
+    deletes files.
 
     Args:
         directory: where the training ``CheckpointSaver`` writes its epoch checkpoints.
@@ -59,10 +68,9 @@ class ResumeFromLatest:
         checkpoints = epoch_checkpoints(self.directory) if self.enabled else []
         for path in checkpoints:
             if engine.state.max_epochs is not None and checkpoint_epoch(path) >= engine.state.max_epochs:
-                kept = self._set_aside(checkpoints)
+                where = f" (the finished run's checkpoints are in {self._set_aside(checkpoints)})" if _writer() else ""
                 logger.info(
-                    f"{path} ends a finished run of {engine.state.max_epochs} epoch(s): starting a new run "
-                    f"(the finished run's checkpoints are in {kept})."
+                    f"{path} ends a finished run of {engine.state.max_epochs} epoch(s): starting a new run{where}."
                 )
                 return
             try:
@@ -75,7 +83,7 @@ class ResumeFromLatest:
                 raise KeyError(f"checkpoint {path} lacks {missing}; it holds {sorted(checkpoint)}.")
             logger.info(f"resuming from {path}")
             CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location=self.map_location)(engine)
-            for older in checkpoints[checkpoints.index(path) + 1 :]:
+            for older in checkpoints[checkpoints.index(path) + 1 :] if _writer() else []:
                 os.remove(older)
             return
         logger.info(f"no checkpoint to resume from in {self.directory}: starting from scratch.")
