@@ -177,9 +177,9 @@ def load_datalist(
             files[item["label"]] = label = read_nifti(item["label"], read_voxels)
             if label_classes is not None and label.voxels is not None:
                 _check_label_values(item["label"], label.voxels, label_classes, ignore_value)
-            holds_required = label.voxels is None or np.isin(label.voxels, required_labels or []).any()
-            if required_labels is not None and not holds_required:
-                without_required.append(item["label"])
+            if required_labels is not None and label.voxels is not None:
+                if not np.isin(label.voxels, required_labels).any():
+                    without_required.append(item["label"])
         _check_one_grid(os.path.dirname(images[0]), {p: f for p, f in files.items() if f.shape is not None})
     if required_labels is not None and read_voxels:
         _report_required_labels(datalist_file, data_list_key, list(required_labels), without_required, len(items))

@@ -27,6 +27,7 @@ from monai.networks.utils import convert_to_onnx
 
 from common.teachers import load_state_dict_strict
 from tools.bundle.isolation import bundle_scripts
+from tools.bundle.verify import unseen_input
 from tools.measure.kd_audit import parse_set
 from tools.measure.model_cost import input_channels, parse_model
 
@@ -38,8 +39,7 @@ def unseen_input_difference(network: torch.nn.Module, onnx_file: Path, example: 
     (other values and range than the traced example): a trace that froze part of the example shows here."""
     import onnxruntime
 
-    generator = torch.Generator().manual_seed(1)
-    unseen = torch.rand(example.shape, generator=generator) * 4 - 1
+    unseen = unseen_input(list(example.shape))
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = network(unseen).numpy()

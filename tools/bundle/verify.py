@@ -104,21 +104,23 @@ def export_torchscript(bundle: str, path: str) -> None:
         _check_trace_generalises(bundle, path, shape)
 
 
+def unseen_input(shape: list[int]) -> torch.Tensor:
+    """An input an export never saw (other values and range than its random example): a trace that
+    froze part of its example gives another network on it."""
+    return torch.rand(shape, generator=torch.Generator().manual_seed(1)) * 4 - 1
+
+
 def _check_trace_generalises(bundle: str, path: str, shape: list[int]) -> None:
     """A trace records one example; a network that reads tensor values as constants (MONAI's ResNet
     shortcut type 'A' reads ``.data``) gives another network on every other input. Compare the
     trace with the eager network on an input it never saw; remove it and fail when they differ."""
-    from monai.bundle import ConfigParser
-
     from common.teachers import load_state_dict_strict
+    from tools.measure.model_cost import parse_model
 
-    parser = ConfigParser()
-    parser.read_config(os.path.join(bundle, "configs", "inference.json"))
-    parser["bundle_root"] = bundle
     with bundle_scripts(bundle):
-        network = parser.get_parsed_content("network_def").eval()
+        network = parse_model(Path(bundle), ["inference.json"]).get_parsed_content("network_def").eval()
     load_state_dict_strict(network, os.path.join(bundle, "models", "model.pt"))
-    unseen = torch.rand(shape, generator=torch.Generator().manual_seed(1)) * 4 - 1
+    unseen = unseen_input(shape)
     with torch.no_grad():
         difference = float((torch.jit.load(path)(unseen) - network(unseen)).abs().max())
     if difference > 1e-3:

@@ -33,7 +33,6 @@ Prints a table, one row per start, and exits 1 on any loss.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -49,6 +48,7 @@ import nibabel as nib
 import torch
 
 from common.handlers import checkpoint_epoch, epoch_checkpoints
+from tools.bundle.export import sha256, verify
 
 
 @dataclass
@@ -118,10 +118,7 @@ class Annotation:
             files = [(entry["label"], entry["label_sha256"])]
             if "probabilities" in entry:
                 files.append((entry["probabilities"], entry["probabilities_sha256"]))
-            if all(
-                (self.directory / f).is_file() and hashlib.sha256((self.directory / f).read_bytes()).hexdigest() == h
-                for f, h in files
-            ):
+            if all((self.directory / f).is_file() and sha256((self.directory / f).read_bytes()) == h for f, h in files):
                 done.append(case)
         return done
 
@@ -180,8 +177,6 @@ class Export:
         return True  # an export starts over; only what it leaves behind is judged
 
     def damaged(self) -> list[str]:
-        from tools.bundle.export import verify
-
         return [f"{self.zip_path.name}: {p}" for p in verify(self.zip_path)] if self.zip_path.exists() else []
 
     def finished(self) -> tuple[bool, str]:

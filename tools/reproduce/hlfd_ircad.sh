@@ -25,9 +25,10 @@ ct_check "$out" "$epochs" "$out/lits/volume-$number.nii.gz" "${window[@]}"
 "$PYTHON" - "$out/lits/segmentation-$number.nii.gz" "$out"/inference/*/*_seg.nii.gz "$out"/inference/*_seg.nii.gz <<'PY'
 import sys, nibabel as nib, numpy as np
 from pathlib import Path
+from tools.measure.overlap import dice
 truth, written = nib.load(sys.argv[1]), [nib.load(p) for p in sys.argv[2:] if Path(p).is_file()][0]
 same_grid = written.shape == truth.shape and np.allclose(written.affine, truth.affine, atol=1e-3)
 t, w = np.asarray(truth.dataobj) == 2, np.asarray(written.dataobj) > 0
-print(f"inference on the CT's grid: {same_grid} {written.shape}; tumour Dice on the CT's grid {2 * (t & w).sum() / (t.sum() + w.sum()):.3f}")
+print(f"inference on the CT's grid: {same_grid} {written.shape}; tumour Dice on the CT's grid {dice(t, w):.3f}")
 PY
 echo "tumour Dice of the student on its training CT (evaluate.json): $(grep -h "test_" "$out/evaluate/metrics.csv")"
