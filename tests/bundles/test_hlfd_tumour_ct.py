@@ -128,6 +128,19 @@ def test_resnet_fcn_upsamples_logits_to_the_input_and_checks_its_size():
         net(torch.randn(1, 1, 48, 64))
 
 
+def test_resnet_fcn_exports_to_torchscript_by_scripting_and_tracing_with_eager_outputs():
+    net = ResNetFCN("resnet18", spatial_dims=2, in_channels=1, out_channels=2).eval()
+    modules = dict(net.named_modules())  # projection shortcuts (torchvision's), not MedicalNet's zero padding
+    assert isinstance(modules["encoder.layer2.0.downsample.0"], torch.nn.Conv2d)
+    scripted, traced = torch.jit.script(net), torch.jit.trace(net, torch.randn(1, 1, 64, 64))
+    x = torch.randn(2, 1, 96, 128)  # another size than the trace's
+    with torch.no_grad():
+        expected = net(x)
+        assert torch.allclose(scripted(x), expected, atol=1e-5) and torch.allclose(traced(x), expected, atol=1e-5)
+    with pytest.raises(torch.jit.Error, match="divisible by 32"):
+        scripted(torch.randn(1, 1, 48, 64))
+
+
 def test_foreground_slice_dice_ignores_slices_without_ground_truth_foreground():
     from monai.metrics import DiceMetric
 

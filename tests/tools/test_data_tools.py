@@ -171,6 +171,21 @@ def test_only_keeps_the_items_of_one_kind(tmp_path, capsys):
     assert "no item of 'training' has t1_kind = 'T2'" in capsys.readouterr().err
 
 
+def test_image_file_keeps_one_modality_of_each_item_and_names_a_wrong_index(tmp_path, capsys):
+    items = [{"image": [f"c{i}_flair", f"c{i}_t1"], "label": f"c{i}_seg"} for i in range(6)]
+    source = tmp_path / "dataset.json"
+    source.write_text(json.dumps({"training": items}))
+    out = tmp_path / "flair.json"
+    args = ["--datalist", str(source), "--out", str(out), "--val", "1", "--test", "1"]
+    split_datalist.main([*args, "--image_file", "0"])
+    split = json.loads(out.read_text())
+    kept = sorted((c["image"], c["label"]) for key in ("training", "validation", "test") for c in split[key])
+    assert kept == [(f"c{i}_flair", f"c{i}_seg") for i in range(6)]
+    with pytest.raises(SystemExit):
+        split_datalist.main([*args, "--image_file", "2"])
+    assert "--image_file 2: item c0 has 2 image file(s)" in capsys.readouterr().err
+
+
 def test_synthetic_brain_phantoms_make_t1_distractors_fainter_by_the_cue_only(tmp_path):
     for name, cue in (("plain", "0"), ("cue", "0.3")):
         args = ["--out", str(tmp_path / name), "--cases", "3", "--size", "24", "--val", "1", "--test", "1"]

@@ -168,6 +168,26 @@ def test_mtms_study_runs_each_arm_once_and_tabulates_it(tmp_path):
 
 
 @pytest.mark.slow
+def test_hlfd_brats_study_pairs_the_wide_teacher_with_the_fcn_student_on_flair_slices(tmp_path):
+    data = tmp_path / "brats"
+    synthetic_brats.main(["--out", str(data), "--cases", "8", "--size", "32", "--val", "0", "--test", "0"])
+    args = (str(data), "hlfd_f0.5_p0.1", "0", "1")
+    env = {"STUDENT_EPOCHS": "1", "TEACHER_EPOCHS": "1", "VAL_INTERVAL": "1", "KD_WARMUP": "1"}
+    extra = "--pixdim [1.0,1.0,-1] --roi_size [32,32] --inference_roi_size [32,32] --num_workers 0"
+    output = reproduce("hlfd_brats_study.sh", "hlfd_tumour_ct", tmp_path, *args, extra=extra, **env)
+    runs = ["f1_teacher", "f1_hlfd_f0.5_p0.1_s0"]
+    assert walls(output) == [name for run in runs for name in (run, f"evaluate_{run}")]
+    study = tmp_path / "bundles/hlfd_tumour_ct/runs/brats"
+    split = json.loads((study / "fold1.json").read_text())
+    assert all(item["image"].endswith("_flair.nii.gz") for key in ("training", "test") for item in split[key])
+    teacher = torch.load(study / "f1_teacher/model.pt", weights_only=True)
+    assert teacher["conv_4_0.convs.conv_0.conv.weight"].shape[0] == 512  # half the official widths
+    student = torch.load(study / "f1_hlfd_f0.5_p0.1_s0/model.pt", weights_only=True)
+    assert "classifier.weight" in student and not any(k.startswith("decoder") for k in student)
+    assert "loss_flfd_deep_to_e2" in output and "loss_plfd_final_to_d2" in output
+
+
+@pytest.mark.slow
 def test_hlfd_ct_demo_runs_on_a_ct_phantom(tmp_path):
     phantoms = tmp_path / "lits"
     synthetic_ct.main(["--out", str(phantoms), "--layout", "lits", "--cases", "1", "--size", "64", "--slices", "8"])

@@ -14,6 +14,8 @@ r"""Split a Decathlon datalist's cases into seeded training / validation / test 
 into K test folds of near-equal size; fold I is the test list, ``--val`` cases of the others
 validate and the rest train (so every case is tested exactly once over the K folds).
 ``--only KEY=VALUE`` keeps the items whose entry KEY equals VALUE (e.g. ``--only t1_kind=T1``).
+``--image_file I`` keeps the I-th of each item's image files (one file per modality): a
+single-modality datalist, e.g. the FLAIR of the BraTS subset (``--image_file 0``).
 ``--group REGEX`` keeps the cases whose paths share a match (e.g. one patient's ED and ES frames)
 in the same list, and the sizes then count groups; ``--test_from KEY`` takes the test list as it
 is from the source datalist's list ``KEY`` (a given test set). The split is
@@ -30,6 +32,14 @@ import json
 import os
 
 from common.data import group_cases, split_cases
+
+
+def one_image_file(item: dict, index: int, parser: argparse.ArgumentParser) -> dict:
+    """``item`` with its ``image`` list cut to the file at ``index``; the parser reports a bad index."""
+    images = item["image"] if isinstance(item["image"], list) else [item["image"]]
+    if not -len(images) <= index < len(images):
+        parser.error(f"--image_file {index}: item {case_name(item)} has {len(images)} image file(s)")
+    return item | {"image": images[index]}
 
 
 def split_datalist(
@@ -75,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group", help="regex: cases whose image paths share its match stay together")
     parser.add_argument("--test_from", help="take the test list unchanged from this list of the source datalist")
     parser.add_argument("--only", metavar="KEY=VALUE", help="keep the items whose entry KEY equals VALUE")
+    parser.add_argument("--image_file", type=int, metavar="I", help="keep the I-th of each item's image files")
     args = parser.parse_args(argv)
     extra = {name: int(n) for name, n in (item.split("=") for item in args.list)}
     with open(args.datalist) as f:
@@ -87,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         items = [item for item in items if str(item.get(key)) == value]
         if not items:
             parser.error(f"no item of {args.key!r} has {key} = {value!r}")
+    if args.image_file is not None:
+        items = [one_image_file(item, args.image_file, parser) for item in items]
     try:
         groups = group_cases(items, args.group)
         if args.folds is None:

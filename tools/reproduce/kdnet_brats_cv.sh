@@ -16,6 +16,10 @@
 # (200), TEACHER_EPOCHS (120), PIXDIM (3.0 mm), ROI (48) and VAL_INTERVAL (10 epochs) set the
 # budget. Runs, splits and evaluations go under runs/ of the bundle (models under runs/cv/);
 # `python -m tools.measure.cv_study bundles/kdnet_brats_mri/runs` tabulates them.
+# FINAL=ARM (after the folds): the shipped models, trained the same way on all 10 native-T1 cases
+# (8 training, 2 validation; no test case: the folds estimate how well the procedure does): the
+# teacher, ARM and the baseline, under runs/final/, then copied to models/teacher/model.pt,
+# models/model.pt and models/baseline/model.pt.
 set -euo pipefail
 data=${1:?usage: kdnet_brats_cv.sh DATA_DIR [ARMS] [SEEDS] [FOLDS]}
 arms=${2:-baseline paper tuned baseline_half tuned_half}
@@ -59,3 +63,27 @@ for fold in $folds; do
         done
     done
 done
+
+if [ -n "${FINAL:-}" ]; then
+    final=$R/final
+    mkdir -p "$final"
+    split_datalist --datalist "$data/dataset.json" --out "$final/split.json" --only t1_kind=T1 --val 2 --test 0 --seed 0
+    common=(--dataset_dir "$data" --datalist "$final/split.json")
+    train_stage final_teacher "'$C/train.json','$C/train_teacher.json'" "$final/teacher" "${TEACHER_EPOCHS:-120}"
+    for arm in "$FINAL" baseline; do
+        configs="'$C/train.json'"
+        case $arm in
+            baseline) configs="$configs,'$C/train_baseline.json'" ;;
+            paper) configs="$configs,'$C/train_paper.json'" ;;
+            tuned) ;;
+            *) echo "FINAL=$arm: use paper or tuned" >&2
+                exit 2 ;;
+        esac
+        train_stage "final_$arm" "$configs" "$final/$arm" "${STUDENT_EPOCHS:-200}" --seed 0 \
+            --teacher#checkpoint "$final/teacher/model.pt"
+    done
+    mkdir -p "$B/models/teacher" "$B/models/baseline"
+    cp "$final/teacher/model.pt" "$B/models/teacher/model.pt"
+    cp "$final/$FINAL/model.pt" "$B/models/model.pt"
+    cp "$final/baseline/model.pt" "$B/models/baseline/model.pt"
+fi

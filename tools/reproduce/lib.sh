@@ -50,22 +50,28 @@ teacher_stage() {
     run evaluate_teacher --config_file "[$1,'$C/evaluate.json']"
 }
 
-# stage NAME CONFIGS MODEL_DIR EPOCHS ARGS...: a study's step. Trains run NAME (CONFIGS, model in
-# MODEL_DIR, whose folder name must be NAME) with the budget and ARGS unless MODEL_DIR/trained
-# exists, then evaluates it with evaluate.json unless runs/evaluate_NAME holds its per-case file
-# (<metric>_raw.csv):
-# a study stopped and started again skips what is done and resumes a training from its newest
-# checkpoint.
-stage() {
+# train_stage NAME CONFIGS MODEL_DIR EPOCHS ARGS...: trains run NAME (CONFIGS, model in MODEL_DIR)
+# with the budget and ARGS unless MODEL_DIR/trained exists, which it leaves when done: a study
+# stopped and started again skips it, and an interrupted training resumes from its newest checkpoint.
+train_stage() {
     local name=$1 configs=$2 dir=$3 epochs=$4
     shift 4
-    local args=(--model_dir "$dir" "${budget[@]}" "$@")
     if [ ! -e "$dir/trained" ]; then
-        run "$name" --config_file "[$configs]" --epochs "$epochs" --run_name "$name" "${args[@]}"
+        run "$name" --config_file "[$configs]" --epochs "$epochs" --run_name "$name" --model_dir "$dir" \
+            "${budget[@]}" "$@"
         touch "$dir/trained"
     fi
+}
+
+# stage NAME CONFIGS MODEL_DIR EPOCHS ARGS...: a study's step: train_stage (MODEL_DIR's folder name
+# must be NAME), then evaluation with evaluate.json unless runs/evaluate_NAME holds its per-case
+# file (<metric>_raw.csv).
+stage() {
+    train_stage "$@"
+    local name=$1 configs=$2 dir=$3
+    shift 4
     if ! compgen -G "$R/evaluate_$name/*_raw.csv" > /dev/null; then  # evaluate.json names it after the model dir
-        run "evaluate_$name" --config_file "[$configs,'$C/evaluate.json']" "${args[@]}"
+        run "evaluate_$name" --config_file "[$configs,'$C/evaluate.json']" --model_dir "$dir" "${budget[@]}" "$@"
     fi
 }
 

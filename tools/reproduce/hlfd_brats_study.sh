@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The HLFD study on a real tumour task (issue "HLFD re-paired"): glioma on 2-D axial FLAIR slices
+# of the BraTS subset (16 cases, whole tumour; configs/brats_flair.json: 2 mm, 96x96 training
+# crops), as the stand-in for KiTS/LiTS, which are not reachable offline. K-fold cross-validation
+# (default 4 folds: 4 test, 2 validation = model selection, 10 training cases each, seeded), the
+# paper's pairing: a UNet++ teacher of half the official widths (32-64-128-256-512, 9.1 M
+# parameters) and the paper's decoder-less ResNet-18 FCN student (configs/student_fcn.json).
+#   bash tools/reproduce/hlfd_brats_study.sh DATA_DIR [ARMS] [SEEDS] [FOLDS]
+# DATA_DIR: the BraTS subset (its dataset.json lists FLAIR first). ARMS (default: all but the sweep):
+#   baseline   the FCN student, segmentation loss only
+#   logit_kd   + KL_T of the teacher's logits (train_logit_kd.json)
+#   at         + attention transfer from the teacher's deepest layer (train_at.json)
+#   flfd, plfd + FLFD only / PLFD only (train_flfd.json / train_plfd.json)
+#   hlfd       + FLFD 0.9 and PLFD 0.1, the paper's weights (train.json)
+#   hlfd_f<F>_p<P>  HLFD with FLFD weight F and PLFD weight P, warm-up KD_WARMUP epochs (the sweep)
+# Runs are named f<fold>_<arm>_s<seed> (teachers f<fold>_teacher) under runs/brats/, each
+# evaluated on its fold's test volumes (runs/evaluate_<run>/test_mean_dice_raw.csv: whole-volume
+# Dice; test_tumour_slice_dice_raw.csv: Dice on the slices holding tumour, the paper's figure).
+# Each finished step leaves a marker, so the script can be stopped and started again.
+# TEACHER_EPOCHS (200), STUDENT_EPOCHS (200), VAL_INTERVAL (10) and KD_WARMUP (20) set the budget.
+#   python -m tools.measure.cv_study bundles/hlfd_tumour_ct/runs
+set -euo pipefail
+data=${1:?usage: hlfd_brats_study.sh DATA_DIR [ARMS] [SEEDS] [FOLDS]}
+arms=${2:-baseline logit_kd at flfd plfd hlfd}
+seeds=${3:-0 1 2}
+folds=${4:-0 1 2 3}
+source "$(dirname "$0")/lib.sh"
+bundle_setup hlfd_tumour_ct
+study=$R/brats
+mkdir -p "$study"
+budget=(--val_interval "${VAL_INTERVAL:-10}")
+profile="'$C/brats_flair.json'"
+teacher_widths=(--teacher_features "[32,64,128,256,512,32]")
+
+for fold in $folds; do
+    split=$study/fold$fold.json
+    split_datalist --datalist "$data/dataset.json" --out "$split" --image_file 0 \
+        --folds 4 --fold "$fold" --val 2 --seed 0
+    common=(--dataset_dir "$data" --datalist "$split")
+    teacher=$study/f${fold}_teacher
+    stage "f${fold}_teacher" "'$C/train.json','$C/train_teacher.json',$profile" "$teacher" \
+        "${TEACHER_EPOCHS:-200}" "${teacher_widths[@]}"
+    for seed in $seeds; do
+        for arm in $arms; do
+            configs="'$C/train.json','$C/student_fcn.json'"
+            extra=(--diagnostics_interval 50)
+            case $arm in
+                baseline) configs="$configs,'$C/train_baseline.json'" extra=() ;;
+                logit_kd | at | flfd | plfd) configs="$configs,'$C/train_$arm.json'" ;;
+                hlfd) ;;
+                hlfd_f*_p*)
+                    flfd=${arm#hlfd_f} flfd=${flfd%_p*}
+                    extra+=(--flfd_weight "$flfd" --plfd_weight "${arm#*_p}" --kd_warmup_epochs "${KD_WARMUP:-20}") ;;
+                *) echo "unknown arm '$arm'; arms: baseline logit_kd at flfd plfd hlfd hlfd_f<F>_p<P>" >&2
+                    exit 2 ;;
+            esac
+            name=f${fold}_${arm}_s$seed
+            stage "$name" "$configs,$profile" "$study/$name" "${STUDENT_EPOCHS:-200}" --seed "$seed" \
+                "${teacher_widths[@]}" --teacher#checkpoint "$teacher/model.pt" "${extra[@]}"
+        done
+    done
+done
