@@ -308,3 +308,20 @@ def test_write_atomic_leaves_an_ordinary_file_and_no_temporary_one(tmp_path):
     assert (tmp_path / "bundle.zip").read_bytes() == b"whole"
     assert (tmp_path / "bundle.zip").stat().st_mode & 0o777 == 0o644  # readable by the receiving site's users
     assert [p.name for p in tmp_path.iterdir()] == ["bundle.zip"]
+
+
+def test_write_atomic_removes_what_a_killed_write_left_but_not_a_concurrent_writers_file(tmp_path):
+    import os
+    import time
+
+    from tools.bundle.files import STALE_AFTER_S, write_atomic
+
+    killed, running = tmp_path / ".bundle.zip.k1ll3d.partial", tmp_path / ".bundle.zip.runn1n.partial"
+    other = tmp_path / ".other.zip.k1ll3d.partial"
+    for leftover in (killed, running, other):
+        leftover.write_bytes(b"half")
+    old = time.time() - STALE_AFTER_S - 60
+    os.utime(killed, (old, old))
+    os.utime(other, (old, old))
+    write_atomic(tmp_path / "bundle.zip", b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bundle.zip", running.name, other.name])
