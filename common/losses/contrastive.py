@@ -4,6 +4,7 @@ from the others (InfoNCE), per image, per position or per labelled region."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -44,14 +45,22 @@ def _check_batch_for_negatives(n: int, what: str) -> None:
 
 
 def _info_nce(
-    anchors: torch.Tensor, keys: torch.Tensor, temperature: float, check_count: Callable[[int], None]
+    anchors: torch.Tensor,
+    keys: torch.Tensor,
+    temperature: float,
+    check_count: Callable[[int], None],
+    anchor_norms: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-anchor InfoNCE (N,): anchor ``i``'s positive is this process's key ``i``, every other key
     of every process (:func:`gather_batch`) a negative. ``check_count(n)`` raises when the ``n``
-    gathered keys leave no negative. Anchors and keys are L2-normalised rows."""
+    gathered keys leave no negative. Keys are L2-normalised rows; so are the anchors, or
+    ``anchor_norms`` (N, 1) holds their norms and the similarities are divided by them."""
     keys, offset = gather_batch(keys)
     check_count(keys.shape[0])
-    logits = anchors @ keys.T / temperature
+    logits = anchors @ keys.T
+    if anchor_norms is not None:
+        logits = logits / anchor_norms
+    logits = logits / temperature
     return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device) + offset, reduction="none")
 
 
@@ -96,11 +105,14 @@ class InstanceContrastiveLoss(MapDistillationLoss):
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         student, teacher = self.align(student, teacher)
-        s = F.normalize(student.float().flatten(1), dim=1)
+        s = student.float().flatten(1)
         t = F.normalize(teacher.float().flatten(1), dim=1)
-        return self.reduce(
-            _info_nce(s, t, self.temperature, lambda n: _check_batch_for_negatives(n, type(self).__name__))
-        )
+        # The B x B similarities are divided by the student's norms (the clamp is F.normalize's eps)
+        # instead of normalising a copy of whole maps (full resolution at a decoder tap) and
+        # back-propagating through it: the same values, one map-sized copy and its backward fewer.
+        norms = s.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        check = partial(_check_batch_for_negatives, what=type(self).__name__)
+        return self.reduce(_info_nce(s, t, self.temperature, check, anchor_norms=norms))
 
 
 class DenseContrastiveLoss(MapDistillationLoss):

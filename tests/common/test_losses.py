@@ -250,6 +250,23 @@ def test_instance_infonce_matches_hand_computed_value_and_ignores_scale():
     assert loss.__class__(temperature=0.5, reduction="none")(student, student).shape == (2,)
 
 
+def test_instance_infonce_equals_infonce_of_normalised_maps_in_value_and_gradient():
+    import torch.nn.functional as F
+
+    from common.losses import InstanceContrastiveLoss
+
+    torch.manual_seed(0)
+    student = (5 * torch.randn(4, 3, 6, 6)).requires_grad_()
+    teacher = torch.randn(4, 3, 6, 6)
+    InstanceContrastiveLoss(temperature=0.4)(student, teacher).backward()
+    reference = student.detach().clone().requires_grad_()
+    s, t = F.normalize(reference.flatten(1), dim=1), F.normalize(teacher.flatten(1), dim=1)
+    expected = F.cross_entropy(s @ t.T / 0.4, torch.arange(4))
+    expected.backward()
+    assert InstanceContrastiveLoss(temperature=0.4)(student, teacher).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.allclose(student.grad, reference.grad, atol=1e-7)
+
+
 def test_instance_infonce_needs_negatives_aligns_grids_and_trains_the_student_only():
     from common.losses import InstanceContrastiveLoss
 
