@@ -162,7 +162,7 @@ PROFILES = {
         Profile(
             name="kdnet_brats_mri",
             data="brats",
-            tiny=TINY_3D,
+            tiny={**TINY_3D, "val_interval": 1, "pixdim": [2.0, 2.0, 2.0]},  # the phantoms' grid
             run_name="kd_student",
             kd_terms=frozenset({"seg", "kd", "latent"}),
             baseline="train_baseline.json",

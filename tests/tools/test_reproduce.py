@@ -41,7 +41,7 @@ def walls(output: str) -> list[str]:
 def test_kdnet_reproduction_runs_every_stage(tmp_path):
     data = tmp_path / "brats"
     synthetic_brats.main(["--out", str(data), "--cases", "10", "--size", "32", "--val", "0", "--test", "0"])
-    extra = "--roi_size [32,32,32] --num_workers 0"
+    extra = "--roi_size [32,32,32] --pixdim [2.0,2.0,2.0] --val_interval 1 --num_workers 0"
     output = reproduce("kdnet_brats.sh", "kdnet_brats_mri", tmp_path, str(data), "1", "0", extra=extra)
     assert walls(output) == [
         "teacher",
@@ -242,11 +242,18 @@ def test_kdnet_cross_validation_runs_each_stage_once_and_tabulates_it(tmp_path):
         "f0_paper_s0",
         "evaluate_f0_paper_s0",
     ]
-    again = run(
+    again = run(  # FINAL: the shipped models, fitted on all ten cases once the folds are done
         ["bash", "tools/reproduce/kdnet_brats_cv.sh", *args],
-        env=os.environ | env | {"PYTHON": sys.executable, "BUNDLES": str(tmp_path / "bundles")},
+        env=os.environ | env | {"PYTHON": sys.executable, "BUNDLES": str(tmp_path / "bundles"), "FINAL": "paper"},
     )
-    assert walls(again.stdout + again.stderr) == []  # every stage left its marker: nothing runs twice
+    assert walls(again.stdout + again.stderr) == ["final_teacher", "final_paper", "final_baseline"]  # folds: done
+    bundle = tmp_path / "bundles/kdnet_brats_mri"
+    for shipped, fitted in (("teacher", "teacher"), ("", "paper"), ("baseline", "baseline")):
+        assert (bundle / "models" / shipped / "model.pt").read_bytes() == (
+            bundle / "runs/final" / fitted / "model.pt"
+        ).read_bytes()
+    final_split = json.loads((bundle / "runs/final/split.json").read_text())
+    assert (len(final_split["training"]), len(final_split["validation"]), final_split["test"]) == (8, 2, [])
     table = run([sys.executable, "-m", "tools.measure.cv_study", str(tmp_path / "bundles/kdnet_brats_mri/runs")])
     assert "| paper | 1 | 0 | 0 |" in table.stdout and "paper: KD − baseline = " in table.stdout
 

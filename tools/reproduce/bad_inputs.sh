@@ -24,7 +24,7 @@ measure() {  # NAME DATA DATALIST IMAGE TRAINING_CONFIGS TRAINING_KEY OVERRIDES.
         --out "$out/$name.md" || status=1
 }
 measure kdnet_brats_mri "$out/brats" "$out/brats/dataset.json" "$out/brats/phantom_007/phantom_007_t1.nii.gz" \
-    train.json,train_baseline.json training "roi_size=[32,32,32]"
+    train.json,train_baseline.json training "roi_size=[32,32,32]" "pixdim=[2.0,2.0,2.0]" "val_interval=1"
 measure agnostic_transfer_la_mri "$out/brats" "$out/brats/single.json" \
     "$out/brats/phantom_007/phantom_007_flair.nii.gz" train.json,train_groundtruth.json transferal "roi_size=[32,32,32]"
 measure mtms_contrastive_cardiac_mri "$out/cardiac" "$out/cardiac/dataset.json" \

@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     labelled_list, n_labelled, n_train = write_labelled_datalist(data, args.label_fraction, label_seed=0)
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(REPO / "bundles" / BUNDLE, root, ignore=shutil.ignore_patterns("runs", "eval", "models"))
-    common = {"dataset_dir": str(data), "roi_size": [args.roi] * 3, "num_workers": 0}
+    # the phantoms' own 2 mm grid (no resampling), whatever the bundle's default spacing
+    common = {"dataset_dir": str(data), "pixdim": [2.0] * 3, "roi_size": [args.roi] * 3, "num_workers": 0}
     print(
         f"labels on {n_labelled} of {n_train} training phantoms; the KD student also learns from the other "
         f"{n_train - n_labelled} through the teacher",

@@ -49,7 +49,7 @@ c() { echo "$out/bundles/$1/configs/$2"; }
 
 if wants kdnet; then
 bundle_run kdnet_brats_mri "$(c kdnet_brats_mri train.json)" --dataset_dir "$out/brats" --epochs 40 \
-    --roi_size "[32,32,32]" --val_interval 5
+    --roi_size "[32,32,32]" --pixdim "[2.0,2.0,2.0]" --val_interval 5
 inject 1 training "KD-Net: distillation training (40 epochs)" 10 45 \
     --checkpoints "$out/bundles/kdnet_brats_mri/runs/kd_student" --epochs 40 -- "${cmd[@]}"
 fi

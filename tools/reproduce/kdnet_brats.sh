@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Reproduces the KD-Net tables of bundles/kdnet_brats_mri/docs/README.md on the BraTS subset:
+# Reproduces the earlier KD-Net table of bundles/kdnet_brats_mri/docs/README.md (bundle 0.2.x; the
+# current results are kdnet_brats_cv.sh's) on the BraTS subset; its 2 mm budget needs
+# EXTRA_ARGS="--pixdim [2.0,2.0,2.0] --roi_size [64,64,64] --val_interval 1" since 0.3.0:
 # seeded case split, teacher (FLAIR+T1, seed 0), then for each seed the student without KD and
 # the KD-Net student (T1), each evaluated on the test cases (runs/*/val_mean_dice_summary.csv).
 #   bash tools/reproduce/kdnet_brats.sh /data/brats_subset [epochs] ["0 1 2"]
