@@ -45,3 +45,28 @@ def test_the_paper_style_setting_is_a_named_overlay(trained, tmp_path):
     parser.read_config([str(bundle.root / "configs" / f) for f in ("train.json", "train_paper.json")])
     latent = parser.get_parsed_content("latent_term#loss")
     assert (latent.mode, latent.temperature, latent.normalize, parser["latent_weight"]) == ("kl", 1.0, None, 0.1)
+
+
+def test_multi_modal_images_keep_every_channel_when_data_loader_workers_are_on(tmp_path):
+    """MONAI 1.6's ``NibabelReader`` keeps the file names of its last ``read`` on the instance, so two
+    threads filling a ``CacheDataset`` drop channels of a multi-file image (about 1 build in 3 with 8
+    cases, seen as "'image' has 1 channel(s)" once ``num_workers`` > 0): the caches fill in one
+    thread, whatever ``num_workers`` the data loaders get."""
+    from monai.bundle import ConfigParser
+
+    from tools.bundle.isolation import bundle_scripts
+    from tools.data import synthetic_brats
+
+    data = tmp_path / "brats"
+    synthetic_brats.main(["--out", str(data), "--cases", "16", "--size", "16", "--val", "4", "--test", "0"])
+    configs = BUNDLES / NAME / "configs"
+    for build in range(3):
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.json"), str(configs / "train_teacher.json")])
+        parser.update({"bundle_root": str(BUNDLES / NAME), "dataset_dir": str(data), "num_workers": 2})
+        parser.update({"datalist": str(data / "dataset.json"), "pixdim": [2.0, 2.0, 2.0], "roi_size": [16, 16, 16]})
+        for part in ("train", "validate"):
+            assert parser[part]["dataset"]["num_workers"] == 1
+            with bundle_scripts(BUNDLES / NAME):
+                cached = parser.get_parsed_content(f"{part}#dataset")._cache
+            assert [item["image"].shape[0] for item in cached] == [2] * len(cached), (part, build)
