@@ -24,6 +24,21 @@ def test_every_shell_script_parses(script):
     run(["bash", "-n", str(script)])
 
 
+@pytest.mark.parametrize(
+    ("script", "arms"),
+    [
+        ("kdnet_brats_cv.sh", "baseline paper tuned baseline_half tuned_half sweep_b<B>_t<T>"),
+        ("hlfd_brats_study.sh", "baseline logit_kd at flfd plfd hlfd hlfd_f<F>_p<P>"),
+    ],
+)
+def test_a_misspelt_arm_stops_a_study_before_any_training(tmp_path, script, arms):
+    environment = os.environ | {"PYTHON": sys.executable, "BUNDLES": str(tmp_path / "bundles")}
+    command = ["bash", f"tools/reproduce/{script}", str(tmp_path), "baseline basline"]
+    result = run(command, env=environment, expect_failure=True)
+    assert result.returncode == 2 and result.stderr.strip() == f"unknown arm 'basline'; arms: {arms}"
+    assert not any((tmp_path / "bundles").rglob("*.json"))  # no split written, nothing trained
+
+
 def reproduce(script: str, bundle: str, tmp_path: Path, *args: str, extra: str = "", **env: str) -> str:
     """``bash tools/reproduce/<script> ARGS`` on a scratch copy of ``bundle``; returns the output."""
     copy_bundle(bundle, tmp_path / "bundles")

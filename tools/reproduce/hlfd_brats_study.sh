@@ -32,6 +32,23 @@ budget=(--val_interval "${VAL_INTERVAL:-10}")
 profile="'$C/brats_flair.json'"
 teacher_widths=(--teacher_features "[32,64,128,256,512,32]")
 
+# arm_setup ARM: configs (the student's config files) and extra (the overrides) of study arm ARM.
+arm_setup() {
+    configs="'$C/train.json','$C/student_fcn.json'"
+    extra=(--diagnostics_interval 50)
+    case $1 in
+        baseline) configs="$configs,'$C/train_baseline.json'" extra=() ;;
+        logit_kd | at | flfd | plfd) configs="$configs,'$C/train_$1.json'" ;;
+        hlfd) ;;
+        hlfd_f*_p*)
+            flfd=${1#hlfd_f} flfd=${flfd%_p*}
+            extra+=(--flfd_weight "$flfd" --plfd_weight "${1#*_p}" --kd_warmup_epochs "${KD_WARMUP:-20}") ;;
+        *) echo "unknown arm '$1'; arms: baseline logit_kd at flfd plfd hlfd hlfd_f<F>_p<P>" >&2
+            exit 2 ;;
+    esac
+}
+for arm in $arms; do arm_setup "$arm"; done  # a misspelt arm stops the study before any training
+
 for fold in $folds; do
     split=$study/fold$fold.json
     split_datalist --datalist "$data/dataset.json" --out "$split" --image_file 0 \
@@ -42,18 +59,7 @@ for fold in $folds; do
         "${TEACHER_EPOCHS:-200}" "${teacher_widths[@]}"
     for seed in $seeds; do
         for arm in $arms; do
-            configs="'$C/train.json','$C/student_fcn.json'"
-            extra=(--diagnostics_interval 50)
-            case $arm in
-                baseline) configs="$configs,'$C/train_baseline.json'" extra=() ;;
-                logit_kd | at | flfd | plfd) configs="$configs,'$C/train_$arm.json'" ;;
-                hlfd) ;;
-                hlfd_f*_p*)
-                    flfd=${arm#hlfd_f} flfd=${flfd%_p*}
-                    extra+=(--flfd_weight "$flfd" --plfd_weight "${arm#*_p}" --kd_warmup_epochs "${KD_WARMUP:-20}") ;;
-                *) echo "unknown arm '$arm'; arms: baseline logit_kd at flfd plfd hlfd hlfd_f<F>_p<P>" >&2
-                    exit 2 ;;
-            esac
+            arm_setup "$arm"
             name=f${fold}_${arm}_s$seed
             stage "$name" "$configs,$profile" "$study/$name" "${STUDENT_EPOCHS:-200}" --seed "$seed" \
                 "${teacher_widths[@]}" --teacher#checkpoint "$teacher/model.pt" "${extra[@]}"

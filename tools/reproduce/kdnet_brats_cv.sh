@@ -32,6 +32,31 @@ mkdir -p "$cv"
 pixdim=${PIXDIM:-3.0} roi=${ROI:-48}
 budget=(--pixdim "[$pixdim,$pixdim,$pixdim]" --roi_size "[$roi,$roi,$roi]" --val_interval "${VAL_INTERVAL:-10}")
 
+# arm_setup ARM: configs (the config files) and extra (the overrides) of study arm ARM.
+arm_setup() {
+    configs="'$C/train.json'"
+    extra=()
+    case $1 in
+        baseline) configs="$configs,'$C/train_baseline.json'" ;;
+        paper) configs="$configs,'$C/train_paper.json'" ;;
+        tuned) ;;
+        baseline_half) configs="$configs,'$C/train_baseline.json'" extra=(--label_fraction 0.5) ;;
+        tuned_half) extra=(--label_fraction 0.5) ;;
+        sweep_b*_t*)
+            weight=${1#sweep_b} weight=${weight%_t*}
+            extra=(--latent_mode mse --latent_normalize standardize --latent_weight "$weight" --temperature "${1#*_t}") ;;
+        *) echo "unknown arm '$1'; arms: baseline paper tuned baseline_half tuned_half sweep_b<B>_t<T>" >&2
+            exit 2 ;;
+    esac
+}
+
+case ${FINAL:-paper} in
+    paper | tuned) ;;
+    *) echo "FINAL=$FINAL: use paper or tuned" >&2
+        exit 2 ;;
+esac
+for arm in $arms; do arm_setup "$arm"; done  # a misspelt arm stops the study before any training
+
 for fold in $folds; do
     split=$cv/fold$fold.json
     split_datalist --datalist "$data/dataset.json" --out "$split" --only t1_kind=T1 \
@@ -41,21 +66,7 @@ for fold in $folds; do
     stage "f${fold}_teacher" "'$C/train.json','$C/train_teacher.json'" "$teacher" "${TEACHER_EPOCHS:-120}"
     for seed in $seeds; do
         for arm in $arms; do
-            configs="'$C/train.json'"
-            extra=()
-            case $arm in
-                baseline) configs="$configs,'$C/train_baseline.json'" ;;
-                paper) configs="$configs,'$C/train_paper.json'" ;;
-                tuned) ;;
-                baseline_half) configs="$configs,'$C/train_baseline.json'" extra=(--label_fraction 0.5) ;;
-                tuned_half) extra=(--label_fraction 0.5) ;;
-                sweep_b*_t*)
-                    weight=${arm#sweep_b} weight=${weight%_t*}
-                    extra=(--latent_mode mse --latent_normalize standardize --latent_weight "$weight"
-                        --temperature "${arm#*_t}") ;;
-                *) echo "unknown arm '$arm'; arms: baseline paper tuned baseline_half tuned_half sweep_b<B>_t<T>" >&2
-                    exit 2 ;;
-            esac
+            arm_setup "$arm"
             case $arm in baseline*) ;; *) extra+=(--diagnostics_interval 30) ;; esac
             name=f${fold}_${arm}_s$seed
             stage "$name" "$configs" "$cv/$name" "${STUDENT_EPOCHS:-200}" --seed "$seed" \
@@ -71,14 +82,7 @@ if [ -n "${FINAL:-}" ]; then
     common=(--dataset_dir "$data" --datalist "$final/split.json")
     train_stage final_teacher "'$C/train.json','$C/train_teacher.json'" "$final/teacher" "${TEACHER_EPOCHS:-120}"
     for arm in "$FINAL" baseline; do
-        configs="'$C/train.json'"
-        case $arm in
-            baseline) configs="$configs,'$C/train_baseline.json'" ;;
-            paper) configs="$configs,'$C/train_paper.json'" ;;
-            tuned) ;;
-            *) echo "FINAL=$arm: use paper or tuned" >&2
-                exit 2 ;;
-        esac
+        arm_setup "$arm"
         train_stage "final_$arm" "$configs" "$final/$arm" "${STUDENT_EPOCHS:-200}" --seed 0 \
             --teacher#checkpoint "$final/teacher/model.pt"
     done
