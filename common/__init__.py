@@ -5,4 +5,4 @@ Bundle configs reference it with ``"_target_": "common.<module>.<name>"``; code 
 bundle lives in that bundle's ``scripts/`` package instead (see ``docs/adding_a_method.md``).
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

@@ -78,11 +78,17 @@ class ResumeFromLatest:
             except Exception as e:  # truncated or corrupt file: fall back to the previous epoch
                 logger.warning(f"skipping unreadable checkpoint {path}: {e}")
                 continue
-            missing = sorted(set(self.load_dict) - set(checkpoint))
+            load_dict = self.load_dict
+            # checkpoints written before the best-metric record existed resume without it
+            untracked = [k for k, v in load_dict.items() if k not in checkpoint and isinstance(v, BestMetricRecord)]
+            if untracked:
+                logger.info(f"{path} holds no record of the best validation metric: it restarts from this epoch.")
+                load_dict = {k: v for k, v in load_dict.items() if k not in untracked}
+            missing = sorted(set(load_dict) - set(checkpoint))
             if missing:
                 raise KeyError(f"checkpoint {path} lacks {missing}; it holds {sorted(checkpoint)}.")
             logger.info(f"resuming from {path}")
-            CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location=self.map_location)(engine)
+            CheckpointLoader(load_path=path, load_dict=load_dict, map_location=self.map_location)(engine)
             for older in checkpoints[checkpoints.index(path) + 1 :] if _writer() else []:
                 os.remove(older)
             return
@@ -98,6 +104,30 @@ class ResumeFromLatest:
         for path in checkpoints:
             os.replace(path, os.path.join(folder, os.path.basename(path)))
         return folder
+
+
+class BestMetricRecord:
+    """The best validation metric an evaluator has reached and its epoch, as an object a training
+    checkpoint can hold (``state_dict``/``load_state_dict``). MONAI's evaluator keeps them in its
+    ``state`` only, so a resumed run would otherwise report the best of its resumed part ("new best
+    0.66 at epoch 190") while ``model.pt``, kept by the saver's own restored record, holds a better
+    epoch. Put it in the training ``CheckpointSaver``'s ``save_dict`` (and so in
+    ``ResumeFromLatest``'s ``load_dict``).
+
+    Args:
+        evaluator: the validation engine (``SupervisedEvaluator``) whose best metric is recorded.
+    """
+
+    def __init__(self, evaluator: Engine) -> None:
+        self.evaluator = evaluator
+
+    def state_dict(self) -> dict[str, float | int]:
+        state = self.evaluator.state
+        return {"best_metric": float(state.best_metric), "best_metric_epoch": int(state.best_metric_epoch)}
+
+    def load_state_dict(self, state_dict: Mapping[str, float | int]) -> None:
+        self.evaluator.state.best_metric = float(state_dict["best_metric"])
+        self.evaluator.state.best_metric_epoch = int(state_dict["best_metric_epoch"])
 
 
 class TermWeightWarmup:

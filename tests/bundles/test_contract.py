@@ -67,7 +67,7 @@ def test_distilled_student_logs_every_term_and_exports_a_plain_network(trained, 
     parsed(bundle.root, "inference.json", "network_def").load_state_dict(state, strict=True)  # no adapter leaks
     run_dir = bundle.root / "runs" / bundle.profile.run_name
     checkpoint = torch.load(run_dir / "checkpoint_epoch=1.pt", weights_only=True)
-    assert {"model", "optimizer", "trainer"} <= set(checkpoint)
+    assert {"model", "optimizer", "trainer", "best_metric"} <= set(checkpoint)
     adapters = {key.split(".")[1] for key in checkpoint.get("loss", {}) if key.startswith("adapters.")}
     assert adapters == bundle.profile.adapters  # trained with the student, kept in the training checkpoint
     assert list(run_dir.glob("events.out.tfevents.*"))
@@ -103,6 +103,9 @@ def test_each_terms_gradient_on_the_student_is_logged_when_asked(trained, name):
     assert all(-1 <= value <= 1 for key, value in logged.items() if key.startswith("cos_"))
 
 
+BEST = r"Key metric: (\S+) best value: ([\d.e-]+) at epoch: (\d+)"  # MONAI's evaluator, after each validation
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(trained, name):
     bundle = trained(name)
@@ -111,6 +114,10 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(trained, name):
     assert f"resuming from {run_dir / 'checkpoint_epoch=1.pt'}" in log
     assert "Epoch: 2/2" in log and "Epoch: 1/2" not in log
     assert (run_dir / "checkpoint_epoch=2.pt").is_file()
+    # the best validation metric is the whole run's, epoch 1 included, not the resumed part's only
+    ((metric, first_best, _),) = re.findall(BEST, bundle.student_log)
+    reported = re.findall(BEST, log)[-1]
+    assert reported[0] == metric and float(reported[1]) >= float(first_best)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -275,7 +282,7 @@ def common_replaced(version: str | None) -> Iterator[None]:
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("config", ["train.json", "inference.json"])
-@pytest.mark.parametrize("version, expected", [(None, "No module named 'common'"), ("0.3.0", "requires 'common 0.4'")])
+@pytest.mark.parametrize("version, expected", [(None, "No module named 'common'"), ("0.4.0", "requires 'common 0.5'")])
 def test_a_missing_or_older_common_is_named_with_how_to_get_it(name, config, version, expected, tmp_path):
     bundle = Path(__file__).resolve().parents[2] / "bundles" / name
     workflow = ConfigWorkflow(
@@ -287,7 +294,7 @@ def test_a_missing_or_older_common_is_named_with_how_to_get_it(name, config, ver
     while not isinstance(error, OptionalImportError):  # the config parser wraps it in its own errors
         error = error.__cause__
     message = str(error)
-    assert "needs the shared package `common` (version 0.4 or later)" in message and "pip install -e" in message
+    assert "needs the shared package `common` (version 0.5 or later)" in message and "pip install -e" in message
     assert expected in message
 
 

@@ -99,3 +99,50 @@ def test_term_weight_warmup_ramps_distillation_terms_from_the_engine_epoch():
         TermWeightWarmup(loss, epochs=4, keep=["sgm"])
     with pytest.raises(ValueError, match="epochs must be >= 0"):
         TermWeightWarmup(loss, epochs=-1)
+
+
+def scoring_evaluator(scores: list[float]):
+    """A MONAI evaluator whose key metric at its n-th run is ``scores[n]``."""
+    from ignite.metrics import Metric
+    from monai.engines import SupervisedEvaluator
+
+    class Scripted(Metric):
+        def reset(self):
+            pass
+
+        def update(self, output):
+            pass
+
+        def compute(self):
+            return scores.pop(0)
+
+    return SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=[{"image": torch.zeros(1, 1), "label": torch.zeros(1, 1)}],
+        network=nn.Identity(),
+        key_val_metric={"val_dice": Scripted()},
+    )
+
+
+def test_a_resumed_run_keeps_the_best_validation_metric_of_the_epochs_before_it(tmp_path):
+    from common.handlers import BestMetricRecord
+
+    first = scoring_evaluator([0.5, 0.674])
+    for epoch in (1, 2):  # the interrupted run: best 0.674 at its validation of epoch 2
+        first.run(global_epoch=epoch)
+    model = nn.Linear(1, 1)
+    torch.save(
+        {"model": model.state_dict(), "best_metric": BestMetricRecord(first).state_dict()},
+        tmp_path / "checkpoint_epoch=2.pt",
+    )
+    resumed = scoring_evaluator([0.66])
+    resume = ResumeFromLatest(str(tmp_path), {"model": model, "best_metric": BestMetricRecord(resumed)})
+    resume(Engine(lambda e, b: None))
+    resumed.run(global_epoch=3)  # worse than epoch 2: not a new best
+    assert (resumed.state.best_metric, resumed.state.best_metric_epoch) == (0.674, 2)
+    torch.save({"model": model.state_dict()}, tmp_path / "checkpoint_epoch=2.pt")  # written before the record
+    older = scoring_evaluator([0.66])
+    resume = ResumeFromLatest(str(tmp_path), {"model": model, "best_metric": BestMetricRecord(older)})
+    resume(Engine(lambda e, b: None))
+    older.run(global_epoch=3)
+    assert (older.state.best_metric, older.state.best_metric_epoch) == (0.66, 3)
