@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import BUNDLES, REPO, site_key
 from tools.bundle import blocks
@@ -25,6 +26,71 @@ def test_verifier_reports_a_version_without_changelog(tmp_path):
     missing = "missing ['LICENSE', 'configs/inference.json', 'models/model.pt', 'docs/README.md']"
     assert missing in results["required files"]
     assert "version '9.9.9' has no changelog entry" in results["version in changelog"]
+
+
+OWN_NETWORKS = """import torch
+
+
+class Tiny(torch.nn.Conv2d):
+    def __init__(self):
+        super().__init__(1, 2, 1)
+
+
+class ScaledByItsInput(Tiny):
+    \"\"\"Reads its input's mean as a Python number (a trace keeps its example's), in a generator
+    expression, which TorchScript cannot script.\"\"\"
+
+    def forward(self, x):
+        return super().forward(x) * sum(float(v) for v in [x.mean()])
+"""
+
+
+def own_network_bundle(root: Path, network: str, requires: bool = True) -> Path:
+    """A bundle whose ``inference.json`` builds ``scripts.net.<network>`` (``OWN_NETWORKS``), with
+    ``models/model.pt`` and a 32 x 32 sliding window."""
+    bundle = root / "own_network"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    (bundle / "scripts").mkdir()
+    (bundle / "scripts" / "__init__.py").write_text("")
+    (bundle / "scripts" / "net.py").write_text(OWN_NETWORKS)
+    shutil.copy(BUNDLES / "hlfd_tumour_ct" / "configs" / "metadata.json", bundle / "configs")
+    inference = {
+        "imports": ["$import os", "$import sys"],
+        "bundle_root": ".",
+        "bundle_on_path": "$sys.path.insert(0, os.path.abspath(@bundle_root))",
+        "network_def": {"_target_": f"scripts.net.{network}"} | ({"_requires_": "@bundle_on_path"} if requires else {}),
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [32, 32]},
+    }
+    (bundle / "configs" / "inference.json").write_text(json.dumps(inference))
+    torch.save(torch.nn.Conv2d(1, 2, 1).state_dict(), bundle / "models" / "model.pt")
+    return bundle
+
+
+@pytest.mark.parametrize("requires", [False, True])
+def test_the_zoo_s_calls_find_a_bundle_s_own_network_only_if_its_config_puts_it_on_the_path(tmp_path, requires):
+    """The Model Zoo's CI parses ``network_def`` without running the config's ``initialize``: a
+    network from the bundle's ``scripts/`` is found only through ``_requires_`` of the id that puts
+    the bundle on ``sys.path``. The checks must not find it for the bundle."""
+    bundle = own_network_bundle(tmp_path, "Tiny", requires)
+    result = dict(run_checks(str(bundle)))["verify_net_in_out"]
+    if requires:
+        assert result is None
+    else:
+        assert "Cannot locate class or function path: 'scripts.net.Tiny'" in result
+
+
+def test_exports_of_a_network_that_a_trace_freezes_are_refused_and_leave_no_file(tmp_path):
+    from tools.bundle.export_onnx import export as export_onnx
+
+    fine = own_network_bundle(tmp_path / "fine", "Tiny")
+    assert export_onnx(fine, [], {}, tmp_path / "fine.onnx", atol=1e-3)[0].is_file()
+    frozen = own_network_bundle(tmp_path / "frozen", "ScaledByItsInput")
+    with pytest.raises(ValueError, match="matches PyTorch on the input it was traced with but not on another"):
+        export_onnx(frozen, [], {}, tmp_path / "frozen.onnx", atol=1e-3)
+    assert not list(tmp_path.glob("frozen.onnx*"))
+    refusal = dict(run_checks(str(frozen)))["ckpt_export + torch.jit.load"]
+    assert "differs from the network on an input other than its example" in refusal
 
 
 def fake_bundle(root: Path, config_extra: dict | None = None) -> Path:

@@ -17,14 +17,15 @@ def unload_scripts() -> None:
 
 
 @contextlib.contextmanager
-def bundle_scripts(bundle: str | Path) -> Iterator[None]:
+def bundle_scripts(bundle: str | Path, preload: bool = True) -> Iterator[None]:
     """While the block runs, ``scripts`` is ``bundle``'s own package (found without ``sys.path``,
     from its ``scripts/__init__.py``) and no other bundle's; ``sys.path``, which the bundle's
-    ``initialize`` may extend, is restored afterwards."""
+    ``initialize`` may extend, is restored afterwards. ``preload`` False leaves finding it to the
+    bundle's configs, as where nobody prepares the path (the Model Zoo's CI, MONAI Label)."""
     saved_path = list(sys.path)
     unload_scripts()
     package = Path(bundle) / "scripts"
-    if (package / "__init__.py").is_file():
+    if preload and (package / "__init__.py").is_file():
         spec = importlib.util.spec_from_file_location(
             "scripts", package / "__init__.py", submodule_search_locations=[str(package)]
         )
