@@ -39,13 +39,15 @@ def test_baselines_and_ablations_train_with_exactly_their_terms(trained, config,
     assert (bundle.root / "models" / name / "model.pt").exists()
 
 
-def test_the_papers_decoderless_fcn_student_trains_with_the_same_terms(trained, tmp_path):
+def test_the_default_student_is_the_papers_fcn_and_flexibleunet_the_second_one(trained, tmp_path):
     bundle = trained(NAME)
-    overrides = bundle.profile.overrides(bundle.data, run_name="fcn", model_dir=str(tmp_path))
-    log = run_bundle(bundle.root, ["train.json", "student_fcn.json"], **overrides)
+    default = torch.load(bundle.root / "models" / "model.pt", weights_only=True)
+    assert "classifier.weight" in default and not any(k.startswith("decoder") for k in default)
+    overrides = bundle.profile.overrides(bundle.data, run_name="flexibleunet", model_dir=str(tmp_path))
+    log = run_bundle(bundle.root, ["train.json", "student_flexibleunet.json"], **overrides)
     assert set(logged_terms(log)) == HLFD_TERMS | SEG_TERMS
     state = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert "classifier.weight" in state and not any(k.startswith("decoder") for k in state)
+    assert any(k.startswith("decoder.blocks.3") for k in state) and "classifier.weight" not in state
 
 
 def test_kd_warmup_scales_every_distillation_term_but_not_segmentation(trained, tmp_path):

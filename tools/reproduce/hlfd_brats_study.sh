@@ -3,8 +3,8 @@
 # of the BraTS subset (16 cases, whole tumour; configs/brats_flair.json: 2 mm, 96x96 training
 # crops), as the stand-in for KiTS/LiTS, which are not reachable offline. K-fold cross-validation
 # (default 4 folds: 4 test, 2 validation = model selection, 10 training cases each, seeded), the
-# paper's pairing: a UNet++ teacher of half the official widths (32-64-128-256-512, 9.1 M
-# parameters) and the paper's decoder-less ResNet-18 FCN student (configs/student_fcn.json).
+# paper's pairing, the bundle's defaults: a UNet++ teacher of half the official widths
+# (32-64-128-256-512, 9.1 M parameters) and the paper's decoder-less ResNet-18 FCN student.
 #   bash tools/reproduce/hlfd_brats_study.sh DATA_DIR [ARMS] [SEEDS] [FOLDS]
 # DATA_DIR: the BraTS subset (its dataset.json lists FLAIR first). ARMS (default: all but the sweep):
 #   baseline   the FCN student, segmentation loss only
@@ -30,11 +30,10 @@ study=$R/brats
 mkdir -p "$study"
 budget=(--val_interval "${VAL_INTERVAL:-10}")
 profile="'$C/brats_flair.json'"
-teacher_widths=(--teacher_features "[32,64,128,256,512,32]")
 
 # arm_setup ARM: configs (the student's config files) and extra (the overrides) of study arm ARM.
 arm_setup() {
-    configs="'$C/train.json','$C/student_fcn.json'"
+    configs="'$C/train.json'"
     extra=(--diagnostics_interval 50)
     case $1 in
         baseline) configs="$configs,'$C/train_baseline.json'" extra=() ;;
@@ -56,13 +55,13 @@ for fold in $folds; do
     common=(--dataset_dir "$data" --datalist "$split")
     teacher=$study/f${fold}_teacher
     stage "f${fold}_teacher" "'$C/train.json','$C/train_teacher.json',$profile" "$teacher" \
-        "${TEACHER_EPOCHS:-200}" "${teacher_widths[@]}"
+        "${TEACHER_EPOCHS:-200}"
     for seed in $seeds; do
         for arm in $arms; do
             arm_setup "$arm"
             name=f${fold}_${arm}_s$seed
             stage "$name" "$configs,$profile" "$study/$name" "${STUDENT_EPOCHS:-200}" --seed "$seed" \
-                "${teacher_widths[@]}" --teacher#checkpoint "$teacher/model.pt" "${extra[@]}"
+                --teacher#checkpoint "$teacher/model.pt" "${extra[@]}"
         done
     done
 done
