@@ -260,6 +260,39 @@ def with_latency(change):
     return apply
 
 
+# two test cases, two seeds: baseline mean 0.7, KD mean 0.75; case c1 +0.1 in both seeds, c2 0 -> +0.05
+PER_CASE = {
+    4: {"f0_s0": {"c1": 0.6, "c2": 0.8}, "f0_s1": {"c1": 0.7, "c2": 0.7}},  # the baseline row
+    3: {"f0_s0": {"c1": 0.7, "c2": 0.8}, "f0_s1": {"c1": 0.8, "c2": 0.7}},  # the shipped KD row
+}
+
+
+def with_per_case(change=lambda data: None):
+    """A mutation giving the baseline and shipped KD rows ``PER_CASE`` (and ``paired`` its counts),
+    then applying ``change``."""
+
+    def apply(data: dict) -> None:
+        for row, runs in PER_CASE.items():
+            data["rows"][row]["per_case"] = copy.deepcopy(runs)
+        data["paired"].update(cases=2, runs=2)
+        change(data)
+
+    return apply
+
+
+def test_per_case_values_are_tabled_and_give_the_paired_difference(tree):
+    write_results(tree, "alpha_kd", mutate(with_per_case()))
+    text = cr.results_md(cr.collect(tree))
+    start = text.index("## KD against baseline, per test case")
+    rows = [line for line in text[start:].splitlines() if line.startswith("| ")]
+    assert rows[1:] == [
+        "| Alpha KD (Doe 2020) | c1 | 2 | 0.650 | 0.750 | +0.100 |",
+        "|  | c2 | 2 | 0.750 | 0.750 | +0.000 |",
+    ]
+    write_results(tree, "alpha_kd", ALPHA)  # no per-case values: no section
+    assert "per test case" not in cr.results_md(cr.collect(tree))
+
+
 def test_the_latency_table_gives_each_model_s_speed_against_its_teacher(tree):
     write_results(tree, "alpha_kd", {**ALPHA, "latency": LATENCY})
     text = cr.results_md(cr.collect(tree))
@@ -305,6 +338,31 @@ def test_the_latency_table_gives_each_model_s_speed_against_its_teacher(tree):
         (mutate(lambda d: d["paired"].pop("runs")), f"{FILE}: paired.runs: missing"),
         (mutate(lambda d: d["paired"].__setitem__("ci95", [0.06, 0.09])), f"{FILE}: paired.ci95: [0.06, 0.09] does"),
         (mutate(lambda d: d["paired"].__setitem__("cases", 0)), f"{FILE}: paired.cases: must be an integer >= 1"),
+        (mutate(set_row(4, "per_case", {})), f"{FILE}: rows[4].per_case: must be a non-empty object"),
+        (
+            mutate(with_per_case(lambda d: d["rows"][4]["per_case"]["f0_s0"].__setitem__("c1", 1.2))),
+            f"{FILE}: rows[4].per_case.f0_s0.c1: must be a number in [0, 1], got 1.2",
+        ),
+        (
+            mutate(with_per_case(lambda d: d["rows"][4]["per_case"]["f0_s0"].__setitem__("c1", 0.5))),
+            f"{FILE}: rows[4].per_case: its 4 values average 0.6750, not dice 0.7",
+        ),
+        (
+            mutate(with_per_case(lambda d: d["paired"].__setitem__("difference", 0.06))),
+            f"{FILE}: paired: 0.06 over 2 case(s) × 2 run(s), but the rows' per_case values give 0.0500 over 2",
+        ),
+        (
+            mutate(with_per_case(lambda d: d["rows"][3].__setitem__("per_case", {"f1_s0": {"c1": 0.75}}))),
+            f"{FILE}: paired: the KD row's runs ['f1_s0'] and the baseline's ['f0_s0', 'f0_s1'] have no name",
+        ),
+        (
+            mutate(
+                with_per_case(
+                    lambda d: d["rows"][3]["per_case"]["f0_s0"].update(c3=d["rows"][3]["per_case"]["f0_s0"].pop("c2"))
+                )
+            ),
+            f"{FILE}: paired: per_case of the runs ['f0_s0', 'f0_s1']: run pair 0: the baseline tested ['c1', 'c2']",
+        ),
         (mutate(with_latency(lambda t: t.pop("volumes"))), f"{FILE}: latency.volumes: missing"),
         (mutate(with_latency(lambda t: t.__setitem__("rows", []))), f"{FILE}: latency.rows: must be a non-empty list"),
         (

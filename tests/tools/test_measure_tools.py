@@ -255,7 +255,9 @@ def test_cv_study_pools_folds_per_seed_and_pairs_each_arm_with_the_baseline(tmp_
     summary = json.loads((tmp_path / "study.json").read_text())
     # seed 0 of the baseline: mean of a, b, c, d = (0.5 + 0.6 + 0.7 + 0.4) / 4; seed 1: (0.6 + 0.6 + 0.7 + 0.4) / 4
     assert summary["baseline"]["per_seed"] == {"0": 0.55, "1": 0.575}
-    assert summary["teacher"]["per_run"]["f1"] == pytest.approx({"validation_dice": 0.85, "test_dice": 0.85})
+    teacher_f1 = summary["teacher"]["per_run"]["f1"]
+    assert teacher_f1.pop("test_cases") == {"c": 0.9, "d": 0.8}  # each test case's Dice, for the results file
+    assert teacher_f1 == pytest.approx({"validation_dice": 0.85, "test_dice": 0.85})
     assert summary["baseline"]["validation_dice"] == pytest.approx(0.55) and summary["teacher"]["runs"] == 2
     # kd pairs f0_s0, f0_s1, f1_s0: case a +0.1 (both seeds), b 0, c +0.2, d 0 -> mean 0.075
     assert summary["kd"]["paired"]["difference"] == pytest.approx(0.075)

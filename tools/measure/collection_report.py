@@ -39,6 +39,9 @@ the figure leaves the point out)::
          "params": 1176402,          # null or integer > 0
          "cpu_s_per_volume": 1.18,   # null or number > 0
          "per_seed": [0.88, 0.89],   # optional: each seed's value, as many as "seeds", averaging to "dice"
+         "per_case": {"f0_s0": {"case_a": 0.87, "case_b": 0.91}, "f0_s1": {...}},  # optional: each run's
+                                     #   test Dice per case (runs named as tools.measure.cv_study names them:
+                                     #   f<fold>_s<seed>), all of them averaging to "dice"
          "shipped": true}            # optional, kd rows only: the student in models/model.pt
       ],
       "paired": {                    # optional: the shipped (or first) KD row against the baseline,
@@ -46,7 +49,9 @@ the figure leaves the point out)::
         "ci95": [-0.01, 0.034],      #   its 95 % interval, around the difference
         "cases": 16,                 #   integer >= 1: test cases
         "runs": 3,                   #   integer >= 1: run pairs (seeds, times folds)
-        ...},                        #   any further keys of that tool's output are kept as they are
+        ...},                        #   any further keys of that tool's output are kept as they are;
+                                     #   where the baseline and that KD row carry per_case, the difference
+                                     #   must be what their runs of the same name give
       "latency": {                   # optional: python -m tools.measure.latency on real volumes
         "volumes": "3 ACDC volumes, the first a warm-up",   # non-empty string: what was timed
         "threads": 2,                #   integer >= 1
@@ -69,11 +74,14 @@ flagged. Rows are listed teacher, baseline, kd, reference, each role in the file
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from tools.measure.paired import case_differences
 
 ROLES = ("teacher", "baseline", "kd", "reference")
 ROLE_NAMES = {"teacher": "teacher", "baseline": "baseline", "kd": "KD", "reference": "reference"}
@@ -89,7 +97,7 @@ TOP_KEYS = ("method", "dataset", "metric", "hardware", "rows")
 OPTIONAL_TOP_KEYS = ("paired", "latency")
 LATENCY_KEYS = ("model", "end_to_end_s", "inferer_s", "peak_mib", "agreement")
 ROW_KEYS = ("role", "model", "dice", "dice_sd", "seeds", "params", "cpu_s_per_volume")
-OPTIONAL_ROW_KEYS = ("per_seed", "shipped")
+OPTIONAL_ROW_KEYS = ("per_seed", "shipped", "per_case")
 FIGURE_ALT = (
     "Test Dice against parameters and CPU time per volume: teacher, baseline student and KD student of each method"
 )
@@ -111,6 +119,7 @@ class Row:
     cpu_s_per_volume: float | None
     shipped: bool = False
     per_seed: tuple[float, ...] | None = None
+    per_case: dict[str, dict[str, float]] | None = dataclasses.field(default=None, hash=False)  # {run: {case: dice}}
 
 
 @dataclass(frozen=True)
@@ -222,6 +231,9 @@ def _row(data: object, where: str) -> Row:
             raise ReportError(f"{where}.per_seed: must be a list of {seeds} number(s), one per seed, got {per_seed!r}")
         if abs(sum(per_seed) / len(per_seed) - dice) > 5e-4:
             raise ReportError(f"{where}.per_seed: averages {sum(per_seed) / len(per_seed):.4f}, not dice {dice}")
+    per_case = data.get("per_case")
+    if per_case is not None:
+        _check_per_case(per_case, dice, f"{where}.per_case")
     return Row(
         role,
         model,
@@ -232,7 +244,47 @@ def _row(data: object, where: str) -> Row:
         None if cpu is None else float(cpu),
         shipped,
         None if per_seed is None else tuple(float(v) for v in per_seed),
+        per_case,
     )
+
+
+def _check_per_case(per_case: object, dice: float, where: str) -> None:
+    """``{run: {case: value in [0, 1]}}``, not empty, every value of every run averaging to ``dice``."""
+    if not isinstance(per_case, dict) or not per_case:
+        raise ReportError(f"{where}: must be a non-empty object {{run: {{case: Dice}}}}, got {per_case!r}")
+    values = []
+    for run, cases in per_case.items():
+        if not isinstance(cases, dict) or not cases:
+            raise ReportError(f"{where}.{run}: must be a non-empty object {{case: Dice}}, got {cases!r}")
+        for case, value in cases.items():
+            if not (_is_number(value) and 0 <= value <= 1):
+                raise ReportError(f"{where}.{run}.{case}: must be a number in [0, 1], got {value!r}")
+            values.append(value)
+    if abs(sum(values) / len(values) - dice) > 5e-4:
+        raise ReportError(f"{where}: its {len(values)} values average {sum(values) / len(values):.4f}, not dice {dice}")
+
+
+def _check_paired_cases(paired: Paired, baseline: Row, kd: Row, where: str) -> None:
+    """The paired difference is what the per-case values of the KD row's runs and the baseline's runs
+    of the same name give (checked only where both rows carry ``per_case``)."""
+    if baseline.per_case is None or kd.per_case is None:
+        return
+    runs = [run for run in kd.per_case if run in baseline.per_case]
+    if not runs:
+        raise ReportError(
+            f"{where}: the KD row's runs {sorted(kd.per_case)} and the baseline's {sorted(baseline.per_case)} "
+            "have no name in common to pair"
+        )
+    try:
+        by_case = case_differences([baseline.per_case[r] for r in runs], [kd.per_case[r] for r in runs])
+    except ValueError as e:
+        raise ReportError(f"{where}: per_case of the runs {runs}: {e}") from None
+    difference = sum(sum(values) / len(values) for values in by_case.values()) / len(by_case)
+    if abs(difference - paired.difference) > 5e-4 or (len(by_case), len(runs)) != (paired.cases, paired.runs):
+        raise ReportError(
+            f"{where}: {paired.difference} over {paired.cases} case(s) × {paired.runs} run(s), but the rows' "
+            f"per_case values give {difference:.4f} over {len(by_case)} case(s) × {len(runs)} run(s)"
+        )
 
 
 def _paired(data: object, where: str) -> Paired:
@@ -316,6 +368,10 @@ def load_results(path: Path, name: str | None = None) -> Results:
     rows.sort(key=lambda r: ROLES.index(r.role))  # stable: each role keeps the file's order
     bundle = path.parent.parent.name
     paired = _paired(data["paired"], f"{name}: paired") if "paired" in data else None
+    if paired is not None:
+        kd = [r for r in rows if r.role == "kd"]
+        shipped = next((r for r in kd if r.shipped), kd[0])
+        _check_paired_cases(paired, next(r for r in rows if r.role == "baseline"), shipped, f"{name}: paired")
     latency = _latency(data["latency"], f"{name}: latency") if "latency" in data else None
     return Results(
         bundle, data["method"], data["dataset"], data["metric"], data["hardware"], tuple(rows), paired, latency
@@ -445,9 +501,45 @@ def latency_table(results: list[Results]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_case_table(results: list[Results]) -> str:
+    """Each test case of every method whose baseline and main KD rows carry per-case values: both
+    students' Dice averaged over the paired runs that tested it, and the difference the paired
+    interval is built from ("" when no method has them)."""
+    measured = [res for res in results if res.baseline.per_case is not None and res.main_kd.per_case is not None]
+    if not measured:
+        return ""
+    lines = [
+        "## KD against baseline, per test case",
+        "",
+        "Each test case's Dice for the baseline and the shipped KD student (else the first KD row), averaged over "
+        "the runs (fold and seed) both trained; the paired interval above is taken over these differences.",
+        "",
+        "| method | test case | runs | baseline | KD | KD − baseline |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for res in measured:
+        base, kd = res.baseline.per_case, res.main_kd.per_case
+        runs = [run for run in kd if run in base]
+        cases = sorted({case for run in runs for case in kd[run]})
+        for i, case in enumerate(cases):
+            tested = [run for run in runs if case in kd[run]]
+            base_mean = sum(base[run][case] for run in tested) / len(tested)
+            kd_mean = sum(kd[run][case] for run in tested) / len(tested)
+            cells = [
+                _cell(res.method) if i == 0 else "",
+                _cell(case),
+                str(len(tested)),
+                f"{base_mean:.3f}",
+                f"{kd_mean:.3f}",
+                format_delta(kd_mean - base_mean),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def results_md(results: list[Results]) -> str:
     """The whole text of ``docs/results.md``."""
-    latency = latency_table(results)
+    sections = [section for section in (latency_table(results), per_case_table(results)) if section]
     return "\n".join(
         [
             "# Measured results of the collection",
@@ -464,7 +556,7 @@ def results_md(results: list[Results]) -> str:
             f"![{FIGURE_ALT}](results.png)",
             "",
         ]
-        + ([latency] if latency else [])
+        + sections
     )
 
 

@@ -90,6 +90,7 @@ def summarise(arms: dict[str, dict[tuple[int, int], dict]], baseline: str) -> di
                 f"f{fold}" + (f"_s{seed}" if seed is not None else ""): {
                     "validation_dice": run["validation"],
                     "test_dice": round(statistics.mean(run["test"].values()), 4),
+                    "test_cases": {case: round(value, 4) for case, value in sorted(run["test"].items())},
                 }
                 for (fold, seed), run in sorted(runs.items(), key=lambda item: (item[0][0], item[0][1] or 0))
             },

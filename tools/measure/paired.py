@@ -64,6 +64,29 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def case_differences(baseline: list[dict[str, float]], kd: list[dict[str, float]]) -> dict[str, list[float]]:
+    """``{case: [KD − baseline of each run pair that tested it]}``; runs pair up by position and
+    the two runs of a pair must have tested the same cases.
+
+    Example::
+
+        >>> case_differences([{"a": 0.5}, {"a": 0.25}], [{"a": 0.75}, {"a": 0.25}])  # one case, two seeds
+        {'a': [0.25, 0.0]}
+    """
+    if len(baseline) != len(kd) or not baseline:
+        raise ValueError(f"{len(baseline)} baseline run(s) and {len(kd)} KD run(s): give them in pairs.")
+    by_case: dict[str, list[float]] = defaultdict(list)
+    for index, (base_run, kd_run) in enumerate(zip(baseline, kd, strict=True)):
+        if set(base_run) != set(kd_run):
+            raise ValueError(
+                f"run pair {index}: the baseline tested {sorted(base_run)}, the KD student {sorted(kd_run)}; "
+                "pair runs of the same fold."
+            )
+        for case in base_run:
+            by_case[case].append(kd_run[case] - base_run[case])
+    return dict(by_case)
+
+
 def paired_difference(
     baseline: list[dict[str, float]], kd: list[dict[str, float]], resamples: int = 10_000, seed: int = 0
 ) -> dict:
@@ -77,20 +100,11 @@ def paired_difference(
         >>> paired_difference(base, [{"a": 0.6, "b": 0.6, "c": 0.9}])["difference"]  # (0.1 + 0 + 0.2) / 3
         0.1
     """
-    if len(baseline) != len(kd) or not baseline:
-        raise ValueError(f"{len(baseline)} baseline run(s) and {len(kd)} KD run(s): give them in pairs.")
-    by_case: dict[str, list[float]] = defaultdict(list)
-    per_run = []
-    for index, (base_run, kd_run) in enumerate(zip(baseline, kd, strict=True)):
-        if set(base_run) != set(kd_run):
-            raise ValueError(
-                f"run pair {index}: the baseline tested {sorted(base_run)}, the KD student {sorted(kd_run)}; "
-                "pair runs of the same fold."
-            )
-        differences = {case: kd_run[case] - base_run[case] for case in base_run}
-        per_run.append(statistics.mean(differences.values()))
-        for case, difference in differences.items():
-            by_case[case].append(difference)
+    by_case = case_differences(baseline, kd)
+    per_run = [
+        statistics.mean(kd_run[case] - base_run[case] for case in base_run)
+        for base_run, kd_run in zip(baseline, kd, strict=True)
+    ]
     cases = {case: statistics.mean(values) for case, values in sorted(by_case.items())}
     values = list(cases.values())
     mean = statistics.mean(values)
