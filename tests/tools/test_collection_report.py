@@ -293,6 +293,21 @@ def test_per_case_values_are_tabled_and_give_the_paired_difference(tree):
     assert "per test case" not in cr.results_md(cr.collect(tree))
 
 
+def test_the_teacher_gate_is_judged_on_validation_where_the_rows_give_it(tree):
+    def gate(teacher: float, baseline: float) -> str:
+        data = mutate(set_row(2, "validation_dice", teacher))  # row 2: the teacher
+        data["rows"][4]["validation_dice"] = baseline  # row 4: the baseline
+        write_results(tree, "alpha_kd", data)
+        return cr.delta_lines(cr.collect(tree)).splitlines()[0].removeprefix(EXPECTED_DELTAS[0])
+
+    assert gate(0.8, 0.78) == (
+        "; teacher gate on validation NOT passed: teacher 0.800 vs baseline 0.780 (+0.020, the protocol asks ≥ 0.05)"
+    )
+    assert gate(0.8, 0.7).startswith("; teacher gate on validation passed: teacher 0.800 vs baseline 0.700 (+0.100")
+    write_results(tree, "alpha_kd", ALPHA)  # no validation Dice: nothing said
+    assert cr.delta_lines(cr.collect(tree)).splitlines()[0] == EXPECTED_DELTAS[0]
+
+
 def test_the_latency_table_gives_each_model_s_speed_against_its_teacher(tree):
     write_results(tree, "alpha_kd", {**ALPHA, "latency": LATENCY})
     text = cr.results_md(cr.collect(tree))
@@ -338,6 +353,7 @@ def test_the_latency_table_gives_each_model_s_speed_against_its_teacher(tree):
         (mutate(lambda d: d["paired"].pop("runs")), f"{FILE}: paired.runs: missing"),
         (mutate(lambda d: d["paired"].__setitem__("ci95", [0.06, 0.09])), f"{FILE}: paired.ci95: [0.06, 0.09] does"),
         (mutate(lambda d: d["paired"].__setitem__("cases", 0)), f"{FILE}: paired.cases: must be an integer >= 1"),
+        (mutate(set_row(2, "validation_dice", 1.5)), f"{FILE}: rows[2].validation_dice: must be a number in [0, 1]"),
         (mutate(set_row(4, "per_case", {})), f"{FILE}: rows[4].per_case: must be a non-empty object"),
         (
             mutate(with_per_case(lambda d: d["rows"][4]["per_case"]["f0_s0"].__setitem__("c1", 1.2))),

@@ -9,9 +9,11 @@ template bundle are left out), the machine-readable copy of the results tables o
 ``docs/README.md``, and writes
 
 - ``docs/results.md``: one markdown table (method | dataset | model | role | Dice (± sd, seeds) |
-  params | CPU s/vol), then one line per method with the KD − baseline difference in Dice;
+  params | CPU s/vol), then one line per method with the KD − baseline difference in Dice (and
+  the protocol's teacher gate, where the rows give their validation Dice);
   When a ``results.json`` holds ``latency``, a second table follows: end-to-end CPU inference per
-  volume of its teacher, student and exported runtimes, with the speed against the teacher;
+  volume of its teacher, student and exported runtimes, with the speed against the teacher; when
+  its baseline and KD rows hold ``per_case``, a table of each test case's paired difference;
 - ``docs/results.png``: test Dice against parameters (log scale) and against CPU seconds per
   volume, one colour per method, one marker per role (teacher ▲, baseline ●, KD ★; the shipped
   KD student large, other KD variants small and faded), error bars where the sd over seeds is
@@ -39,6 +41,8 @@ the figure leaves the point out)::
          "params": 1176402,          # null or integer > 0
          "cpu_s_per_volume": 1.18,   # null or number > 0
          "per_seed": [0.88, 0.89],   # optional: each seed's value, as many as "seeds", averaging to "dice"
+         "validation_dice": 0.81,    # optional: the best validation Dice the model was selected on,
+                                     #   mean over seeds (the teacher gate compares teacher and baseline)
          "per_case": {"f0_s0": {"case_a": 0.87, "case_b": 0.91}, "f0_s1": {...}},  # optional: each run's
                                      #   test Dice per case (runs named as tools.measure.cv_study names them:
                                      #   f<fold>_s<seed>), all of them averaging to "dice"
@@ -97,7 +101,8 @@ TOP_KEYS = ("method", "dataset", "metric", "hardware", "rows")
 OPTIONAL_TOP_KEYS = ("paired", "latency")
 LATENCY_KEYS = ("model", "end_to_end_s", "inferer_s", "peak_mib", "agreement")
 ROW_KEYS = ("role", "model", "dice", "dice_sd", "seeds", "params", "cpu_s_per_volume")
-OPTIONAL_ROW_KEYS = ("per_seed", "shipped", "per_case")
+OPTIONAL_ROW_KEYS = ("per_seed", "shipped", "validation_dice", "per_case")
+TEACHER_MARGIN = 0.05  # docs/protocol.md: the teacher beats the no-KD student on validation by this much
 FIGURE_ALT = (
     "Test Dice against parameters and CPU time per volume: teacher, baseline student and KD student of each method"
 )
@@ -120,6 +125,7 @@ class Row:
     shipped: bool = False
     per_seed: tuple[float, ...] | None = None
     per_case: dict[str, dict[str, float]] | None = dataclasses.field(default=None, hash=False)  # {run: {case: dice}}
+    validation_dice: float | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,9 @@ def _row(data: object, where: str) -> Row:
             raise ReportError(f"{where}.per_seed: must be a list of {seeds} number(s), one per seed, got {per_seed!r}")
         if abs(sum(per_seed) / len(per_seed) - dice) > 5e-4:
             raise ReportError(f"{where}.per_seed: averages {sum(per_seed) / len(per_seed):.4f}, not dice {dice}")
+    validation = data.get("validation_dice")
+    if validation is not None and not (_is_number(validation) and 0 <= validation <= 1):
+        raise ReportError(f"{where}.validation_dice: must be a number in [0, 1], got {validation!r}")
     per_case = data.get("per_case")
     if per_case is not None:
         _check_per_case(per_case, dice, f"{where}.per_case")
@@ -245,6 +254,7 @@ def _row(data: object, where: str) -> Row:
         shipped,
         None if per_seed is None else tuple(float(v) for v in per_seed),
         per_case,
+        None if validation is None else float(validation),
     )
 
 
@@ -457,8 +467,22 @@ def delta_lines(results: list[Results]) -> str:
                 f"95 % CI {format_delta(paired.low)} to {format_delta(paired.high)}: the interval {verdict} "
                 f"({which} {kd.dice:.3f} vs baseline {base.dice:.3f})"
             )
-        lines.append(line)
+        lines.append(line + teacher_gate(res))
     return "\n".join(lines)
+
+
+def teacher_gate(res: Results) -> str:
+    """``; teacher gate on validation: ...`` when the best teacher and the baseline give their
+    validation Dice, else ""."""
+    teachers = [r.validation_dice for r in res.by_role("teacher") if r.validation_dice is not None]
+    if not teachers or res.baseline.validation_dice is None:
+        return ""
+    teacher, base = max(teachers), res.baseline.validation_dice
+    verdict = "passed" if teacher - base >= TEACHER_MARGIN else "NOT passed"
+    return (
+        f"; teacher gate on validation {verdict}: teacher {teacher:.3f} vs baseline {base:.3f} "
+        f"({format_delta(teacher - base)}, the protocol asks ≥ {TEACHER_MARGIN})"
+    )
 
 
 def latency_table(results: list[Results]) -> str:
