@@ -28,7 +28,7 @@ def test_every_shell_script_parses(script):
     ("script", "arms"),
     [
         ("kdnet_brats_cv.sh", "baseline paper tuned baseline_half tuned_half sweep_b<B>_t<T>"),
-        ("hlfd_brats_study.sh", "baseline logit_kd at flfd plfd hlfd hlfd_f<F>_p<P>"),
+        ("hlfd_brats_study.sh", "baseline logit_kd at flfd plfd hlfd hlfd_paper hlfd_f<F>_p<P>"),
     ],
 )
 def test_a_misspelt_arm_stops_a_study_before_any_training(tmp_path, script, arms):

@@ -10,8 +10,11 @@
 #   baseline   the FCN student, segmentation loss only
 #   logit_kd   + KL_T of the teacher's logits (train_logit_kd.json)
 #   at         + attention transfer from the teacher's deepest layer (train_at.json)
-#   flfd, plfd + FLFD only / PLFD only (train_flfd.json / train_plfd.json)
-#   hlfd       + FLFD 0.9 and PLFD 0.1, the paper's weights (train.json)
+#   flfd, plfd + FLFD only / PLFD only (train_flfd.json / train_plfd.json; weights and warm-up of
+#              train.json, as for `at` and `logit_kd`)
+#   hlfd       the bundle's HLFD (train.json): FLFD 0.3 and PLFD 0.1, distillation ramped in over 20
+#              epochs (chosen on validation by the sweep below, fold 0)
+#   hlfd_paper + FLFD 0.9 and PLFD 0.1 from the first step, the paper's weights (train_paper.json)
 #   hlfd_f<F>_p<P>  HLFD with FLFD weight F and PLFD weight P, warm-up KD_WARMUP epochs (the sweep)
 # Runs are named f<fold>_<arm>_s<seed> (teachers f<fold>_teacher) under runs/brats/, each
 # evaluated on its fold's test volumes (runs/evaluate_<run>/test_mean_dice_raw.csv: whole-volume
@@ -21,7 +24,7 @@
 #   python -m tools.measure.cv_study bundles/hlfd_tumour_ct/runs
 set -euo pipefail
 data=${1:?usage: hlfd_brats_study.sh DATA_DIR [ARMS] [SEEDS] [FOLDS]}
-arms=${2:-baseline logit_kd at flfd plfd hlfd}
+arms=${2:-baseline logit_kd at flfd plfd hlfd_paper hlfd}
 seeds=${3:-0 1 2}
 folds=${4:-0 1 2 3}
 source "$(dirname "$0")/lib.sh"
@@ -39,10 +42,11 @@ arm_setup() {
         baseline) configs="$configs,'$C/train_baseline.json'" extra=() ;;
         logit_kd | at | flfd | plfd) configs="$configs,'$C/train_$1.json'" ;;
         hlfd) ;;
+        hlfd_paper) configs="$configs,'$C/train_paper.json'" ;;
         hlfd_f*_p*)
             flfd=${1#hlfd_f} flfd=${flfd%_p*}
             extra+=(--flfd_weight "$flfd" --plfd_weight "${1#*_p}" --kd_warmup_epochs "${KD_WARMUP:-20}") ;;
-        *) echo "unknown arm '$1'; arms: baseline logit_kd at flfd plfd hlfd hlfd_f<F>_p<P>" >&2
+        *) echo "unknown arm '$1'; arms: baseline logit_kd at flfd plfd hlfd hlfd_paper hlfd_f<F>_p<P>" >&2
             exit 2 ;;
     esac
 }
