@@ -80,28 +80,6 @@ def single_channel_cases(folder: Path, cases: int) -> Path:
 
 
 @pytest.mark.slow
-def test_transfer_reproduction_runs_every_stage(tmp_path):
-    data = single_channel_cases(tmp_path / "la", 40)  # 18 transferal, 4 fine-tuning, 4 validation, 10 test, 4 teacher
-    extra = "--roi_size [32,32,32] --num_workers 0 --val_interval 1"
-    extra += " --teacher_nets#unet#roi_size [32,32,32] --teacher_nets#segresnet#roi_size [32,32,32]"
-    env = {"TEACHER_EPOCHS": "1", "FINETUNE_EPOCHS": "1"}
-    output = reproduce("transfer_la.sh", "agnostic_transfer_la_mri", tmp_path, str(data), "1", "0", extra=extra, **env)
-    stages = walls(output)
-    assert stages[:7] == [
-        "teacher_unet",
-        "evaluate_unet",
-        "teacher_segresnet",
-        "evaluate_segresnet",
-        "annotate_unet",
-        "annotate_segresnet",
-        "annotate_fused",
-    ]
-    assert stages[7:] == [
-        f"{s}{v}_seed0" for v in ("unet", "segresnet", "fused", "groundtruth", "finetuned") for s in ("", "evaluate_")
-    ]
-
-
-@pytest.mark.slow
 def test_transfer_study_runs_each_stage_once_and_pairs_students_with_a_teacher(tmp_path):
     data = single_channel_cases(tmp_path / "la", 13)
     sizes = {"N_TEACHER": "2", "N_TRANSFERAL": "3", "N_FINETUNE": "2", "N_VAL": "2", "N_TEST": "2"}

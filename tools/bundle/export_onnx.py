@@ -2,7 +2,7 @@
 Runtime) and ``inference_openvino.json`` (OpenVINO) run.
 
     python -m tools.bundle.export_onnx bundles/kdnet_brats_mri
-    python -m tools.bundle.export_onnx bundles/agnostic_transfer_la_mri --configs inference_compact.json
+    python -m tools.bundle.export_onnx bundles/agnostic_transfer_la_mri --out /tmp/student.onnx
 
 Builds ``network_def`` from ``inference.json`` (plus ``--configs`` overlays and ``--set id=value``
 overrides), loads ``models/model.pt`` (``weights_only``) and converts it with MONAI's

@@ -7,8 +7,8 @@
 # from each teacher and fused, the error overlap of the teachers, and per seed every student arm,
 # each evaluated on the test cases (runs/evaluate_<run>/test_mean_dice_raw.csv).
 #   bash tools/reproduce/transfer_la_study.sh DATA_DIR [ARMS] [SEEDS]
-# ARMS (default: all but fused_large); students are the compact UNet (student_compact.json, 151 k
-# parameters) unless said otherwise:
+# ARMS (default: all but fused_large); students are train.json's compact UNet (151 k parameters)
+# unless said otherwise:
 #   labelled_only   the 4 fine-tuning cases' labels alone (no transfer: what the site has)
 #   unet, segresnet, fused   pseudo labels of one teacher, or both fused (mean probability)
 #   fused_conf      fused, voxels under 0.8 confidence ignored (confidence_threshold 0.8)
@@ -16,7 +16,7 @@
 #   finetuned       the fused student of the same seed, fine-tuned on batches mixing the pseudo-
 #                   labelled and the 4 labelled cases, early stopping on validation (finetune_mixed.json)
 #   groundtruth     the transferal cases' ground truth (the upper bound of the transfer)
-#   fused_large     fused, with the bundle's BasicUNet student of 0.2.x (1.42 M parameters)
+#   fused_large     fused, with the BasicUNet student of 0.3.x (student_basicunet.json, 1.42 M parameters)
 # Runs are named f0_<arm>_s<seed>, teachers f0_teacher_<name> (tools.measure.cv_study tabulates
 # them, `--baseline teacher_unet` pairs every student with a teacher); everything goes under
 # runs/study/, each finished step leaves a marker, so the script can be stopped and started again.
@@ -66,7 +66,7 @@ annotate fused_soft --save_probabilities True
 
 for seed in $seeds; do
     for arm in $arms; do
-        configs="'$C/train.json','$C/student_compact.json'"
+        configs="'$C/train.json'"
         epochs=${STUDENT_EPOCHS:-60}
         case $arm in
             labelled_only) configs="$configs,'$C/train_groundtruth.json'" extra=(--train_key finetune) ;;
@@ -76,7 +76,7 @@ for seed in $seeds; do
                 configs="$configs,'$C/finetune_mixed.json'" epochs=${FINETUNE_EPOCHS:-40}
                 extra=(--pseudo_label_dir "$study/pseudo_fused" --pretrained_student "$study/f0_fused_s$seed/model.pt") ;;
             groundtruth) configs="$configs,'$C/train_groundtruth.json'" extra=() ;;
-            fused_large) configs="'$C/train.json'" extra=(--pseudo_label_dir "$study/pseudo_fused") ;;
+            fused_large) configs="$configs,'$C/student_basicunet.json'" extra=(--pseudo_label_dir "$study/pseudo_fused") ;;
             *) echo "unknown arm '$arm'; arms: labelled_only unet segresnet fused fused_conf fused_soft finetuned" \
                 "groundtruth fused_large" >&2
                 exit 2 ;;
