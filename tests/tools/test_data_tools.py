@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from monai.transforms import LoadImage, Orientation
 
-from tools.data import split_datalist, synthetic_brats, synthetic_cardiac, synthetic_ct, tumour_ct_datalist
+from tools.data import nnunet_raw, split_datalist, synthetic_brats, synthetic_cardiac, synthetic_ct, tumour_ct_datalist
 from tools.data.brats_datalist import brats_cases
 from tools.data.shapes import ellipsoid
 
@@ -275,3 +275,39 @@ def test_ircad_patients_become_lits_volumes_with_liver_and_tumour_on_the_ct_grid
     (patient / "MASKS_DICOM" / "liver" / "image_3").unlink()  # a mask series one slice short
     with pytest.raises(ValueError, match=r"mask .*liver has shape \(12, 10, 3\), the CT \(12, 10, 4\)"):
         ircad_to_lits.main([str(patient), "--out", str(tmp_path / "lits")])
+
+
+def test_nnunet_raw_dataset_links_the_listed_cases_and_names_what_is_wrong(tmp_path, capsys):
+    for case in ("a", "b", "c"):
+        touch(tmp_path / "data" / "images" / f"la_{case}.nii.gz")
+        touch(tmp_path / "data" / "labels" / f"la_{case}.nii.gz")
+    items = [{"image": f"images/la_{c}.nii.gz", "label": f"labels/la_{c}.nii.gz"} for c in ("a", "b", "c")]
+    split = {"modality": {"0": "MRI"}, "labels": {"0": "background", "1": "left_atrium"}}
+    split |= {"training": items[:1], "segresnet_training": items[1:2], "test": items[2:]}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    out = tmp_path / "raw" / "Dataset101_LA"
+    args = ["--datalist", str(tmp_path / "split.json"), "--dataset_dir", str(tmp_path / "data"), "--out", str(out)]
+    nnunet_raw.main([*args, "--key", "training", "--key", "segresnet_training"])
+    assert json.loads((out / "dataset.json").read_text()) == {
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "left_atrium": 1},
+        "numTraining": 2,
+        "file_ending": ".nii.gz",
+    }
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["la_a_0000.nii.gz", "la_b_0000.nii.gz"]
+    assert (out / "labelsTr" / "la_b.nii.gz").resolve() == tmp_path / "data" / "labels" / "la_b.nii.gz"
+    with pytest.raises(SystemExit):
+        nnunet_raw.main([*args, "--key", "training", "--key", "test"])  # another dataset in the same folder
+    assert "already holds another dataset" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        nnunet_raw.main([*args, "--key", "training", "--key", "validation"])
+    assert (
+        "has no list ['validation']; its lists: ['training', 'segresnet_training', 'test']" in capsys.readouterr().err
+    )
+    (tmp_path / "data" / "labels" / "la_c.nii.gz").unlink()
+    with pytest.raises(SystemExit):
+        nnunet_raw.main(
+            ["--datalist", str(tmp_path / "split.json"), "--dataset_dir", str(tmp_path / "data")]
+            + ["--out", str(tmp_path / "other"), "--key", "test"]
+        )
+    assert "la_c.nii.gz not found" in capsys.readouterr().err

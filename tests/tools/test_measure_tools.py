@@ -62,6 +62,13 @@ def test_pseudo_label_quality_scores_confident_voxels_against_ground_truth(tmp_p
     args = ["--dataset_dir", str(tmp_path), "--datalist", str(tmp_path / "split.json"), "--pseudo", "t", str(folder)]
     pseudo_label_quality.main(args)
     assert "| t | 1 | 0.667 | 1.6% |" in capsys.readouterr().out
+    pseudo_label_quality.main([*args, "--raw_csv", str(tmp_path / "evaluate_t")])  # as an evaluation writes it
+    from tools.measure.paired import per_case
+
+    assert per_case(tmp_path / "evaluate_t", "transferal_mean_dice") == pytest.approx({"img": 2 / 3}, abs=1e-6)
+    with pytest.raises(SystemExit):
+        pseudo_label_quality.main([*args, "--pseudo", "u", str(folder), "--raw_csv", str(tmp_path / "x")])
+    assert "--raw_csv takes the Dice of one --pseudo folder, 2 given" in capsys.readouterr().err
 
 
 def test_pseudo_label_quality_measures_how_alike_two_teachers_errors_are(tmp_path, capsys):

@@ -109,6 +109,31 @@ def test_transfer_study_runs_each_stage_once_and_pairs_students_with_a_teacher(t
     assert sum(v.numel() for v in model.values()) < 200_000  # the compact student
 
 
+@pytest.mark.slow
+def test_transfer_study_distils_an_nnunet_trained_with_its_own_commands(tmp_path):
+    pytest.importorskip("nnunetv2", reason="optional: pip install --no-deps -r requirements-nnunet.txt")
+    data = single_channel_cases(tmp_path / "la", 13)
+    sizes = {"N_TEACHER": "2", "N_TRANSFERAL": "3", "N_FINETUNE": "2", "N_VAL": "2", "N_TEST": "2"}
+    env = sizes | {"TEACHER_EPOCHS": "1", "STUDENT_EPOCHS": "1", "FINETUNE_EPOCHS": "1", "VAL_INTERVAL": "1"}
+    env |= {"NNUNET_EPOCHS": "1", "NNUNET_ITERATIONS": "2", "NNUNET_WORKERS": "1"}
+    extra = "--roi_size [32,32,32] --num_workers 0"
+    extra += " --teacher_nets#unet#roi_size [32,32,32] --teacher_nets#segresnet#roi_size [32,32,32]"
+    args = (str(data), "nnunet nnunet_finetuned", "0")
+    output = reproduce("transfer_la_study.sh", "agnostic_transfer_la_mri", tmp_path, *args, extra=extra, **env)
+    stages = walls(output)
+    nnunet_stages = ["nnunet_teacher", "annotate_nnunet", "annotate_nnunet_test"]
+    students = [n for a in ("nnunet", "nnunet_finetuned") for n in (f"f0_{a}_s0", f"evaluate_f0_{a}_s0")]
+    assert stages[stages.index("nnunet_teacher") :] == nnunet_stages + students
+    runs = tmp_path / "bundles/agnostic_transfer_la_mri/runs"
+    trained = runs / "study/nnunet/results/Dataset101_LA/nnUNetTrainer__nnUNetPlans_CPU__3d_fullres/fold_all"
+    assert json.loads((trained / "debug.json").read_text())["num_epochs"] == "1"  # the budget given
+    assert (trained / "checkpoint_final.pth").is_file()
+    raw = (runs / "evaluate_f0_teacher_nnunet" / "test_mean_dice_raw.csv").read_text().splitlines()
+    assert raw[0] == "filename,class0,mean" and len(raw) == 1 + 2  # the 2 test cases
+    table = run([sys.executable, "-m", "tools.measure.cv_study", str(runs), "--baseline", "teacher_nnunet"]).stdout
+    assert "nnunet_finetuned: KD − teacher_nnunet = " in table
+
+
 def acdc_like(folder: Path) -> Path:
     """Phantom patients in the ACDC layout, enough for the 10-patient validation split of the scripts."""
     synthetic_cardiac.main(
@@ -267,3 +292,15 @@ def test_the_bad_input_table_regenerates_as_documented_and_every_row_passes(tmp_
     rows = table_rows(table.read_text())
     assert len(rows) == 4 * (1 + 22) and not [r for r in rows if r[3] not in ("yes", "passes")]
     assert rows == table_rows((REPO / "docs" / "bad_inputs.md").read_text())
+
+
+def test_nnunet_train_names_a_bad_budget_and_nnunet_s_missing_folders(monkeypatch, capsys):
+    from tools.reproduce import nnunet_train
+
+    with pytest.raises(SystemExit):
+        nnunet_train.main(["101", "3d_fullres", "all", "--epochs", "0", "--iterations", "5"])
+    assert "--epochs must be >= 1, got 0" in capsys.readouterr().err
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    with pytest.raises(SystemExit):
+        nnunet_train.main(["101", "3d_fullres", "all", "--epochs", "2", "--iterations", "5"])
+    assert "set nnUNet_raw (nnU-Net's folders)" in capsys.readouterr().err

@@ -11,6 +11,12 @@ of their error indicators, per case over the voxels neither ignored (a case one 
 entirely is left out), as mean ± sd over cases.
 Fusion can only correct a teacher where another teacher is right: errors that coincide (overlap
 near 1) leave it nothing to fix.
+
+``--raw_csv FOLDER`` (one ``--pseudo``) also writes each case's Dice to
+``FOLDER/<key>_mean_dice_raw.csv`` in the layout of MONAI's ``MetricsSaver``, so a teacher whose
+label maps of the test cases were written by the annotate stage (``--transferal_key test``) is
+evaluated like a bundle's model (``runs/evaluate_<run>/``: ``tools.measure.paired``,
+``tools.measure.cv_study``).
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import itertools
 import json
 import os
 import statistics
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from monai.data import load_decathlon_datalist
 
+from tools.bundle.files import write_atomic
 from tools.measure.overlap import dice
 from tools.measure.paired import mean_sd
 
@@ -36,7 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key", default="transferal")
     parser.add_argument("--pseudo", nargs=2, action="append", metavar=("NAME", "FOLDER"), required=True)
     parser.add_argument("--ignore_value", type=int, default=255)
+    parser.add_argument("--raw_csv", help="write each case's Dice here (MetricsSaver layout; one --pseudo)")
     args = parser.parse_args(argv)
+    if args.raw_csv and len(args.pseudo) != 1:
+        parser.error(f"--raw_csv takes the Dice of one --pseudo folder, {len(args.pseudo)} given")
     truth = {
         os.path.abspath(i["image"]): i["label"]
         for i in load_decathlon_datalist(args.datalist, True, args.key, args.dataset_dir)
@@ -47,17 +58,23 @@ def main(argv: list[str] | None = None) -> None:
     for name, folder in args.pseudo:
         with open(os.path.join(folder, "datalist.json")) as f:
             entries = json.load(f)["training"]
-        scores, ignored = [], []
+        scores, ignored, per_case = [], [], {}
         errors[name] = {}
         for entry in entries:
             pseudo = np.asarray(nib.load(os.path.join(folder, entry["label"])).dataobj)
             label = np.asarray(nib.load(truth[entry["image"]]).dataobj) > 0
             kept = pseudo != args.ignore_value
             if kept.any():  # a case whose every voxel was ignored has no Dice
-                scores.append(dice((pseudo == 1) & kept, label & kept))
+                per_case[entry["image"]] = dice((pseudo == 1) & kept, label & kept)
+                scores.append(per_case[entry["image"]])
             ignored.append(1 - kept.mean())
             errors[name][entry["image"]] = ((pseudo == 1) != label, kept)
         print(f"| {name} | {len(entries)} | {mean_sd(scores)} | {statistics.mean(ignored):.1%} |")
+        if args.raw_csv:
+            rows = "".join(f"{image},{value:.6f},{value:.6f}\n" for image, value in per_case.items())
+            os.makedirs(args.raw_csv, exist_ok=True)
+            raw = os.path.join(args.raw_csv, f"{args.key}_mean_dice_raw.csv")
+            write_atomic(Path(raw), ("filename,class0,mean\n" + rows).encode())
     pairs = list(itertools.combinations(errors, 2))
     if pairs:
         print("\n| pseudo labels | cases | error overlap (Jaccard) | error correlation (phi) |")
