@@ -51,12 +51,11 @@ def write_raw_dataset(items: list[dict], out: Path, channels: dict[str, str], la
     existing = out / "dataset.json"
     if existing.is_file() and json.loads(existing.read_text()) != description:
         raise FileExistsError(f"{out} already holds another dataset (its dataset.json differs): choose another --out")
-    ids = []
-    for item in items:
-        for path in (single_image(item), item["label"]):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path} not found")
-        ids.append(case_id(single_image(item)))
+    pairs = [(single_image(item), item["label"]) for item in items]
+    for path in (path for pair in pairs for path in pair):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found")
+    ids = [case_id(image) for image, _ in pairs]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
         raise ValueError(f"case names given more than once: {repeated}")
@@ -68,11 +67,8 @@ def write_raw_dataset(items: list[dict], out: Path, channels: dict[str, str], la
         raise FileExistsError(f"{out} already holds another dataset (cases {others}): choose another --out")
     for folder in ("imagesTr", "labelsTr"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    for item, cid in zip(items, ids, strict=True):
-        links = {
-            out / "imagesTr" / f"{cid}_0000{FILE_ENDING}": single_image(item),
-            out / "labelsTr" / f"{cid}{FILE_ENDING}": item["label"],
-        }
+    for (image, label), cid in zip(pairs, ids, strict=True):
+        links = {out / "imagesTr" / f"{cid}_0000{FILE_ENDING}": image, out / "labelsTr" / f"{cid}{FILE_ENDING}": label}
         for link, target in links.items():
             if link.is_symlink() or link.exists():
                 link.unlink()
