@@ -147,21 +147,25 @@ ACDC_EXTRA = "--roi_size [64,64] --inference_roi_size [64,64] --num_workers 0 --
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "script, bundle, variants",
+    "script, bundle, variants, shipped_weights",
     [
         (
             "mtms_acdc.sh",
             "mtms_contrastive_cardiac_mri",
             ("baseline", "infonce", "supervised", "encoder", "bottleneck", "decoder", "pmd_only"),
+            ["model.pt", "teacher/model.pt"],  # ACDC is the shipped MTMS model's data
         ),
-        ("hlfd_acdc.sh", "hlfd_tumour_ct", ("baseline", "logit_kd", "at", "hlfd", "flfd", "plfd")),
+        # the shipped HLFD weights come from the BraTS study; the retired ACDC tables must not replace them
+        ("hlfd_acdc.sh", "hlfd_tumour_ct", ("baseline", "logit_kd", "at", "hlfd", "flfd", "plfd"), []),
     ],
 )
-def test_acdc_reproductions_run_every_stage(tmp_path, script, bundle, variants):
+def test_acdc_reproductions_run_every_stage(tmp_path, script, bundle, variants, shipped_weights):
     data = str(acdc_like(tmp_path / "acdc"))
     output = reproduce(script, bundle, tmp_path, data, "1", "0", extra=ACDC_EXTRA, TEACHER_EPOCHS="1")
     stages = [f"{stage}{variant}_seed0" for variant in variants for stage in ("", "evaluate_")]
     assert walls(output) == ["teacher", "evaluate_teacher", *stages]
+    models = tmp_path / "bundles" / bundle / "models"
+    assert sorted(p.relative_to(models).as_posix() for p in models.rglob("*.pt")) == shipped_weights
 
 
 @pytest.mark.slow
