@@ -21,8 +21,9 @@
 #                   nnU-Net's own commands plan and preprocess the teachers' 14 cases (`training` and
 #                   `segresnet_training`; 3d_fullres at 1.5 mm, -gpu_memory_target NNUNET_MEMORY_GB,
 #                   default 1: a patch that fits 2 CPU cores) and its trainer trains on all of them
-#                   (tools/reproduce/nnunet_train.py: NNUNET_EPOCHS x NNUNET_ITERATIONS, default 40 x 40);
-#                   its label maps of the test cases are evaluated as runs/evaluate_f0_teacher_nnunet
+#                   (tools/reproduce/nnunet_train.py: NNUNET_EPOCHS x NNUNET_ITERATIONS, default 25 x 40:
+#                   about 2 h on 2 CPU cores); its label maps of the test cases are evaluated as
+#                   runs/evaluate_f0_teacher_nnunet
 #   nnunet_finetuned   the nnunet student of the same seed, mixed fine-tuning as above
 # (the nnunet arms need requirements-nnunet.txt; they run only when asked for)
 # Runs are named f0_<arm>_s<seed>, teachers f0_teacher_<name> (tools.measure.cv_study tabulates
@@ -88,7 +89,7 @@ plan_and_preprocess_entry as main; sys.argv[0] = 'nnUNetv2_plan_and_preprocess';
             -d "$id" -c 3d_fullres -np 2 -gpu_memory_target "${NNUNET_MEMORY_GB:-1}" \
             -overwrite_target_spacing 1.5 1.5 1.5 -overwrite_plans_name nnUNetPlans_CPU
         /usr/bin/time -f "nnunet_teacher wall %e s" "$PYTHON" -m tools.reproduce.nnunet_train "$id" 3d_fullres all \
-            --plans nnUNetPlans_CPU --epochs "${NNUNET_EPOCHS:-40}" --iterations "${NNUNET_ITERATIONS:-40}"
+            --plans nnUNetPlans_CPU --epochs "${NNUNET_EPOCHS:-25}" --iterations "${NNUNET_ITERATIONS:-40}"
         touch "$nn/trained"
     fi
     local results=$nnUNet_results/Dataset${id}_LA/nnUNetTrainer__nnUNetPlans_CPU__3d_fullres
