@@ -176,6 +176,24 @@ def test_paired_difference_matches_a_hand_computed_t_interval_over_cases():
     assert result["bootstrap_ci95"][0] <= 0.1 <= result["bootstrap_ci95"][1]
 
 
+def test_paired_difference_takes_the_patient_as_unit_when_frames_are_grouped():
+    from tools.measure.paired import paired_difference, sentence
+
+    # two frames per patient, one run pair: frame differences p1 0.1, 0.3; p2 0, 0; p3 0.1, 0.1
+    baseline = [{f"p{p}_f{f}": 0.5 for p in (1, 2, 3) for f in (1, 2)}]
+    kd = [{"p1_f1": 0.6, "p1_f2": 0.8, "p2_f1": 0.5, "p2_f2": 0.5, "p3_f1": 0.6, "p3_f2": 0.6}]
+    frames = paired_difference(baseline, kd)
+    patients = paired_difference(baseline, kd, group=r"p\d+")
+    # per patient 0.2, 0.0, 0.1: mean 0.1, sd 0.1, 2 df; per frame the same mean, sd sqrt(0.012), 5 df
+    assert patients["difference"] == frames["difference"] == pytest.approx(0.1)
+    assert patients["ci95"] == pytest.approx([0.1 - 4.302653 * 0.1 / 3**0.5, 0.1 + 4.302653 * 0.1 / 3**0.5], abs=1e-5)
+    assert frames["ci95"][1] == pytest.approx(0.1 + 2.570582 * 0.012**0.5 / 6**0.5, abs=1e-5)
+    assert (patients["cases"], patients["groups"], patients["group"]) == (6, 3, r"p\d+") and "groups" not in frames
+    assert "6 test cases in 3 groups × 1 run pair(s)" in sentence(patients)
+    with pytest.raises(ValueError, match="'q9_f1' does not match the group pattern"):
+        paired_difference([{"q9_f1": 0.5}], [{"q9_f1": 0.6}], group=r"p\d+")
+
+
 def test_paired_difference_pairs_cross_validation_folds_and_names_a_mismatch():
     from tools.measure.paired import paired_difference
 

@@ -47,6 +47,18 @@ def reproduce(script: str, bundle: str, tmp_path: Path, *args: str, extra: str =
     return result.stdout + result.stderr
 
 
+def scalar_tags(run_dir: Path) -> set[str]:
+    """The scalar tags of every TensorBoard file a training run wrote."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in run_dir.glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags.update(accumulator.Tags()["scalars"])
+    return tags
+
+
 def walls(output: str) -> list[str]:
     """The stages a script ran, from its ``NAME wall N s`` lines."""
     return [line.split(" wall ")[0] for line in output.splitlines() if " wall " in line]
@@ -172,10 +184,17 @@ def test_acdc_reproductions_run_every_stage(tmp_path, script, bundle, variants, 
 def test_mtms_study_runs_each_arm_once_and_tabulates_it(tmp_path):
     data = str(acdc_like(tmp_path / "acdc"))
     args = (data, "baseline dense_u dense_w0.1", "0")
-    env = {"STUDENT_EPOCHS": "1", "TEACHER_EPOCHS": "1", "VAL_INTERVAL": "1"}
+    env = {"STUDENT_EPOCHS": "1", "TEACHER_EPOCHS": "1", "VAL_INTERVAL": "1", "DIAGNOSTICS_INTERVAL": "1"}
     output = reproduce("mtms_acdc_study.sh", "mtms_contrastive_cardiac_mri", tmp_path, *args, extra=ACDC_EXTRA, **env)
     runs = ["f0_teacher", "f0_baseline_s0", "f0_dense_u_s0", "f0_dense_w0.1_s0"]
     assert walls(output) == [name for run in runs for name in (run, f"evaluate_{run}")]
+    # the KD arms log every term's gradient share (TensorBoard); the sweep arm trains at its own weight
+    logged = {
+        arm: scalar_tags(tmp_path / f"bundles/mtms_contrastive_cardiac_mri/runs/f0_{arm}_s0") for arm in args[1].split()
+    }
+    assert "grad_norm_contrast_decoder" in logged["dense_u"] and "grad_norm_pmd" in logged["dense_w0.1"]
+    assert not any(tag.startswith("grad_") for tag in logged["baseline"])
+    assert "'bottleneck': 0.1, 'decoder': 0.1" in output
     again = run(
         ["bash", "tools/reproduce/mtms_acdc_study.sh", *args],
         env=os.environ

@@ -1,7 +1,7 @@
 """The arms of a cross-validated study side by side: validation and test Dice over folds and seeds,
 and each arm's paired difference against the baseline.
 
-    python -m tools.measure.cv_study bundles/kdnet_brats_mri/runs [--baseline baseline] [--json study.json]
+    python -m tools.measure.cv_study bundles/kdnet_brats_mri/runs [--baseline baseline] [--group RE] [--json study.json]
 
 Reads what ``tools/reproduce/kdnet_brats_cv.sh``, ``mtms_acdc_study.sh`` (or any script naming runs the same way) leave
 in a bundle's ``runs/``: a run ``f<fold>_<arm>_s<seed>`` (a teacher, one per fold and not paired:
@@ -12,8 +12,8 @@ Per arm it prints the runs found, the mean best validation Dice, the test Dice a
 seeds (a seed's value: the mean over every test case of the folds it ran) and, for every arm
 but the baseline, the paired difference against the baseline over the (fold, seed) pairs both
 ran (against a baseline without seeds, a teacher, each seed pairs with the fold's one run): per
-test case, averaged over seeds, with a 95 % t interval over cases
-(:func:`tools.measure.paired.paired_difference`). An arm missing folds is marked, never pooled
+test case, averaged over seeds, with a 95 % t interval over cases, or over patients with
+``--group 'patient\\d+'`` (:func:`tools.measure.paired.paired_difference`). An arm missing folds is marked, never pooled
 silently.
 """
 
@@ -67,7 +67,7 @@ def _partner(key: tuple[int, int], baseline: dict) -> tuple[int, int | None] | N
     return key if key in baseline else (fold, None) if (fold, None) in baseline else None
 
 
-def summarise(arms: dict[str, dict[tuple[int, int], dict]], baseline: str) -> dict[str, dict]:
+def summarise(arms: dict[str, dict[tuple[int, int], dict]], baseline: str, group: str | None = None) -> dict[str, dict]:
     folds = sorted({fold for runs in arms.values() for fold, _ in runs})
     summary = {}
     for arm, runs in sorted(arms.items()):
@@ -99,7 +99,9 @@ def summarise(arms: dict[str, dict[tuple[int, int], dict]], baseline: str) -> di
             pairs = [(partner, key) for key in sorted(runs) if (partner := _partner(key, arms[baseline]))]
             if pairs:
                 row["paired"] = paired_difference(
-                    [arms[baseline][partner]["test"] for partner, _ in pairs], [runs[key]["test"] for _, key in pairs]
+                    [arms[baseline][partner]["test"] for partner, _ in pairs],
+                    [runs[key]["test"] for _, key in pairs],
+                    group=group,
                 ) | {"run_pairs": [f"f{fold}_s{seed}" for _, (fold, seed) in pairs]}
         summary[arm] = row
     return summary
@@ -109,12 +111,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, help="a bundle's runs/ folder")
     parser.add_argument("--baseline", default="baseline", help="the arm the others are paired against")
+    parser.add_argument(
+        "--group", help="regular expression: test cases with the same match (a patient's frames) form one unit"
+    )
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)
     arms = collect(args.runs)
     if not arms:
         raise SystemExit(f"no evaluated run named f<fold>_<arm>[_s<seed>] under {args.runs}")
-    summary = summarise(arms, args.baseline)
+    summary = summarise(arms, args.baseline, args.group)
     print("| arm | runs | folds | seeds | best validation Dice | test Dice, mean ± sd over seeds | per seed |")
     print("|---|---:|---|---|---:|---:|---|")
     for arm, row in summary.items():

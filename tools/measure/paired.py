@@ -11,6 +11,10 @@ For every case the KD − baseline difference is averaged over the seeds that te
 interval is Student's t over those per-case differences (the cases are the unit a new hospital
 draws from; seeds are averaged inside each case), and a percentile bootstrap over cases and seeds
 is printed beside it as a check. The answer says plainly whether the interval excludes zero.
+
+Where several test cases come from one patient (ACDC's two frames of each patient), they are not
+independent draws: ``--group 'patient\\d+'`` makes the patient the unit (the cases whose names
+give the same match are averaged before the interval, and the bootstrap draws patients).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import json
 import math
 import random
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -87,12 +92,37 @@ def case_differences(baseline: list[dict[str, float]], kd: list[dict[str, float]
     return dict(by_case)
 
 
+def units_of(cases: list[str], group: str | None) -> dict[str, list[str]]:
+    """``{unit: [its cases]}``: each case alone, or with ``group`` (a regular expression) the cases
+    whose names give the same first match together (e.g. ``patient\\d+``: the frames of a patient).
+
+    Example::
+
+        >>> units_of(["p1_f1", "p1_f2", "p2_f1"], r"p\\d+")
+        {'p1': ['p1_f1', 'p1_f2'], 'p2': ['p2_f1']}
+    """
+    if group is None:
+        return {case: [case] for case in cases}
+    units: dict[str, list[str]] = defaultdict(list)
+    for case in cases:
+        match = re.search(group, case)
+        if match is None:
+            raise ValueError(f"test case {case!r} does not match the group pattern {group!r}")
+        units[match.group(0)].append(case)
+    return dict(units)
+
+
 def paired_difference(
-    baseline: list[dict[str, float]], kd: list[dict[str, float]], resamples: int = 10_000, seed: int = 0
+    baseline: list[dict[str, float]],
+    kd: list[dict[str, float]],
+    resamples: int = 10_000,
+    seed: int = 0,
+    group: str | None = None,
 ) -> dict:
     """The mean KD − baseline difference over cases (each case's difference averaged over the runs
     that tested it), its 95 % t interval over cases, a bootstrap interval over cases and runs, and
-    the mean difference of each run pair.
+    the mean difference of each run pair. With ``group`` (see :func:`units_of`) the interval's unit
+    is the group: its cases are averaged first (the mean is the same where groups are equal in size).
 
     Example::
 
@@ -106,7 +136,8 @@ def paired_difference(
         for base_run, kd_run in zip(baseline, kd, strict=True)
     ]
     cases = {case: statistics.mean(values) for case, values in sorted(by_case.items())}
-    values = list(cases.values())
+    units = units_of(list(by_case), group)
+    values = [statistics.mean(cases[case] for case in members) for members in units.values()]
     mean = statistics.mean(values)
     if len(values) > 1:
         half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
@@ -114,19 +145,27 @@ def paired_difference(
     else:
         interval = [math.nan, math.nan]
     rng = random.Random(seed)
-    names, runs = list(by_case), len(baseline)
+    names, runs = list(units), len(baseline)
     boot = []
-    for _ in range(resamples):
+    for _ in range(resamples):  # units drawn with replacement, then one run pair per case
         drawn = [rng.choice(names) for _ in names]
-        boot.append(statistics.mean(by_case[case][rng.randrange(len(by_case[case]))] for case in drawn))
+        boot.append(
+            statistics.mean(
+                statistics.mean(by_case[case][rng.randrange(len(by_case[case]))] for case in units[unit])
+                for unit in drawn
+            )
+        )
     boot.sort()
     return {
         "difference": round(mean, 6),
         "ci95": [round(v, 6) for v in interval],
-        "method": "t over test cases (each averaged over seeds)",
+        "method": "t over test cases (each averaged over seeds)"
+        if group is None
+        else f"t over groups {group!r} of test cases (each case averaged over seeds, then over its group)",
         "bootstrap_ci95": [round(boot[int(0.025 * resamples)], 6), round(boot[int(0.975 * resamples) - 1], 6)],
         "excludes_zero": bool(interval[0] > 0 or interval[1] < 0),
-        "cases": len(values),
+        "cases": len(cases),
+        **({} if group is None else {"group": group, "groups": len(values)}),
         "runs": runs,
         "per_run": [round(v, 6) for v in per_run],
         "per_case": {case: round(v, 6) for case, v in cases.items()},
@@ -137,9 +176,10 @@ def sentence(result: dict, baseline: str = "baseline") -> str:
     """The result in one line; ``baseline`` names what the KD student was compared with."""
     low, high = result["ci95"]
     verdict = "excludes 0" if result["excludes_zero"] else "includes 0: no difference shown"
+    units = f" in {result['groups']} groups" if "groups" in result else ""
     return (
         f"KD − {baseline} = {result['difference']:+.3f} (95 % CI {low:+.3f} to {high:+.3f}; "
-        f"{result['cases']} test cases × {result['runs']} run pair(s); the interval {verdict})"
+        f"{result['cases']} test cases{units} × {result['runs']} run pair(s); the interval {verdict})"
     )
 
 
@@ -148,10 +188,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", default="test_mean_dice")
     parser.add_argument("--baseline", nargs="+", required=True, type=Path, help="evaluation folders, one per run")
     parser.add_argument("--kd", nargs="+", required=True, type=Path, help="the same runs' KD students, same order")
+    parser.add_argument("--group", help="regular expression: cases with the same match form one unit (a patient)")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
     result = paired_difference(
-        [per_case(f, args.metric) for f in args.baseline], [per_case(f, args.metric) for f in args.kd]
+        [per_case(f, args.metric) for f in args.baseline],
+        [per_case(f, args.metric) for f in args.kd],
+        group=args.group,
     )
     print(sentence(result))
     print(f"bootstrap over cases and runs: {result['bootstrap_ci95'][0]:+.3f} to {result['bootstrap_ci95'][1]:+.3f}")

@@ -14,8 +14,9 @@
 #   dense_w<W>               dense with weight W at every scale (the sweep, on validation)
 # Runs are named f0_<arm>_s<seed> (one fold: tools.measure.cv_study tabulates them) and go under
 # runs/study/; each finished step leaves a marker, so the script can be stopped and started
-# again. STUDENT_EPOCHS (60), TEACHER_EPOCHS (30) and VAL_INTERVAL (5 epochs) set the budget.
-#   python -m tools.measure.cv_study bundles/mtms_contrastive_cardiac_mri/runs
+# again. STUDENT_EPOCHS (60), TEACHER_EPOCHS (30) and VAL_INTERVAL (5 epochs) set the budget; every
+# KD arm logs each loss term's gradient share every DIAGNOSTICS_INTERVAL (50) iterations.
+#   python -m tools.measure.cv_study bundles/mtms_contrastive_cardiac_mri/runs --group 'patient\d+'  (a patient's two frames: one unit)
 set -euo pipefail
 data=${1:?usage: mtms_acdc_study.sh DATA_DIR [ARMS] [SEEDS]}
 arms=${2:-baseline baseline_long pmd paper dense feature_mse pmd_u paper_u dense_u feature_mse_u}
@@ -31,7 +32,7 @@ stage f0_teacher "'$C/train.json','$C/train_teacher.json'" "$teacher" "${TEACHER
 for seed in $seeds; do
     for arm in $arms; do
         configs="'$C/train.json'"
-        extra=(--diagnostics_interval 50)
+        extra=(--diagnostics_interval "${DIAGNOSTICS_INTERVAL:-50}")
         budget_epochs=$epochs
         case $arm in
             baseline) configs="$configs,'$C/train_baseline.json'" extra=() ;;
@@ -48,6 +49,7 @@ for seed in $seeds; do
         esac
         case $arm in *_u) configs="$configs,'$C/train_unlabelled_kd.json'" ;; esac
         name=f0_${arm}_s$seed
-        stage "$name" "$configs" "$study/$name" "$budget_epochs" --seed "$seed" --teacher#checkpoint "$teacher/model.pt"
+        stage "$name" "$configs" "$study/$name" "$budget_epochs" --seed "$seed" --teacher#checkpoint "$teacher/model.pt" \
+            "${extra[@]}"
     done
 done
