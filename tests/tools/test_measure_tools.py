@@ -138,9 +138,10 @@ def test_kd_audit_of_the_untrained_student_needs_no_weights(trained, tmp_path, c
     args = [str(bundle.root), "--batches", "1", "--set=roi_size=[32,32,32]", f"--set=model_dir={tmp_path}", *overrides]
     with pytest.raises(FileNotFoundError):
         kd_audit.main(args)  # no model.pt in model_dir
-    kd_audit.main([*args, "--student", "init"])
+    kd_audit.main([*args, "--student", "init", "--set=run_name=audit_probe"])
     student = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| student |"))
     assert "–" not in student
+    assert not (bundle.root / "runs" / "audit_probe").exists()  # the trainer's log folder went elsewhere
 
 
 @pytest.mark.xdist_group("agnostic_transfer_la_mri")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -59,8 +60,11 @@ def parse_set(items: list[str]) -> dict:
 def audit(bundle: Path, configs: list[str], overrides: dict, student: Path | None, batches: int) -> dict:
     """Each measure of ``DistillationTrainer.measure`` over ``batches`` training batches, by name;
     ``student`` ``init`` keeps the untrained student."""
-    with bundle_scripts(bundle):
-        parser = parse_model(bundle, ["train.json", *configs], {"num_workers": 0, **overrides})
+    with bundle_scripts(bundle), tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as scratch:
+        # the trainer's handlers create their log and checkpoint folders: keep them out of the bundle
+        # (model_dir stays where the default student is read from)
+        elsewhere = {"output_dir": f"{scratch}/runs"} | ({"model_dir": f"{scratch}/models"} if student else {})
+        parser = parse_model(bundle, ["train.json", *configs], {"num_workers": 0, **elsewhere, **overrides})
         trainer = parser.get_parsed_content("train#trainer")
         if not isinstance(trainer, DistillationTrainer):
             raise ValueError(
