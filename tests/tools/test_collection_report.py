@@ -120,6 +120,14 @@ def test_delta_lines_use_shipped_else_first_kd_row(tree):
     assert cr.delta_lines(cr.collect(tree)).splitlines() == EXPECTED_DELTAS
 
 
+def test_delta_line_names_the_groups_an_interval_was_taken_over(tree):
+    data = json.loads(json.dumps(ALPHA))
+    data["paired"]["groups"] = 5  # e.g. two frames of each of 5 patients
+    write_results(tree, "alpha_kd", data)
+    line = cr.delta_lines(cr.collect(tree)).splitlines()[0]
+    assert "paired over 10 test cases in 5 groups × 3 run(s), 95 % CI +0.010 to +0.090" in line
+
+
 def test_format_delta_has_no_negative_zero():
     assert cr.format_delta(0.7 - 0.7000000001) == "+0.000"
     assert cr.format_delta(-0.0764) == "−0.076"
@@ -353,6 +361,7 @@ def test_the_latency_table_gives_each_model_s_speed_against_its_teacher(tree):
         (mutate(lambda d: d["paired"].pop("runs")), f"{FILE}: paired.runs: missing"),
         (mutate(lambda d: d["paired"].__setitem__("ci95", [0.06, 0.09])), f"{FILE}: paired.ci95: [0.06, 0.09] does"),
         (mutate(lambda d: d["paired"].__setitem__("cases", 0)), f"{FILE}: paired.cases: must be an integer >= 1"),
+        (mutate(lambda d: d["paired"].__setitem__("groups", 11)), f"{FILE}: paired.groups: must be an integer from 1"),
         (mutate(set_row(2, "validation_dice", 1.5)), f"{FILE}: rows[2].validation_dice: must be a number in [0, 1]"),
         (mutate(set_row(4, "per_case", {})), f"{FILE}: rows[4].per_case: must be a non-empty object"),
         (

@@ -53,6 +53,8 @@ the figure leaves the point out)::
         "ci95": [-0.01, 0.034],      #   its 95 % interval, around the difference
         "cases": 16,                 #   integer >= 1: test cases
         "runs": 3,                   #   integer >= 1: run pairs (seeds, times folds)
+        "groups": 8,                 #   optional, integer in [1, cases]: the interval's units where cases
+                                     #   were grouped (tools.measure.paired --group: a patient's frames)
         ...},                        #   any further keys of that tool's output are kept as they are;
                                      #   where the baseline and that KD row carry per_case, the difference
                                      #   must be what their runs of the same name give
@@ -137,6 +139,7 @@ class Paired:
     high: float
     cases: int
     runs: int
+    groups: int | None = None  # the interval's units where cases were grouped (a patient's frames)
 
     @property
     def excludes_zero(self) -> bool:
@@ -314,7 +317,10 @@ def _paired(data: object, where: str) -> Paired:
     for key in ("cases", "runs"):
         if not _is_int(data[key]) or data[key] < 1:
             raise ReportError(f"{where}.{key}: must be an integer >= 1, got {data[key]!r}")
-    return Paired(float(difference), float(interval[0]), float(interval[1]), data["cases"], data["runs"])
+    groups = data.get("groups")
+    if groups is not None and (not _is_int(groups) or not 1 <= groups <= data["cases"]):
+        raise ReportError(f"{where}.groups: must be an integer from 1 to cases ({data['cases']}), got {groups!r}")
+    return Paired(float(difference), float(interval[0]), float(interval[1]), data["cases"], data["runs"], groups)
 
 
 def _latency(data: object, where: str) -> Latency:
@@ -463,7 +469,8 @@ def delta_lines(results: list[Results]) -> str:
             paired = res.paired
             verdict = "excludes 0" if paired.excludes_zero else "includes 0: no difference shown"
             line += (
-                f"{format_delta(paired.difference)}, paired over {paired.cases} test cases × {paired.runs} run(s), "
+                f"{format_delta(paired.difference)}, paired over {paired.cases} test cases"
+                f"{f' in {paired.groups} groups' if paired.groups else ''} × {paired.runs} run(s), "
                 f"95 % CI {format_delta(paired.low)} to {format_delta(paired.high)}: the interval {verdict} "
                 f"({which} {kd.dice:.3f} vs baseline {base.dice:.3f})"
             )
