@@ -146,10 +146,12 @@ def test_transfer_study_distils_an_nnunet_trained_with_its_own_commands(tmp_path
     assert "nnunet_finetuned: KD − teacher_nnunet = " in table
 
 
-def acdc_like(folder: Path) -> Path:
-    """Phantom patients in the ACDC layout, enough for the 10-patient validation split of the scripts."""
+def acdc_like(folder: Path, training: int = 2) -> Path:
+    """Phantom patients in the ACDC layout: the 10-patient validation split of the scripts, ``training``
+    patients beside it and 2 test patients."""
+    patients = str(10 + training + 2)
     synthetic_cardiac.main(
-        ["--out", str(folder), "--patients", "14", "--validation", "2", "--size", "64", "--slices", "4"]
+        ["--out", str(folder), "--patients", patients, "--validation", "2", "--size", "64", "--slices", "4"]
     )
     return folder
 
@@ -182,12 +184,16 @@ def test_acdc_reproductions_run_every_stage(tmp_path, script, bundle, variants, 
 
 @pytest.mark.slow
 def test_mtms_study_runs_each_arm_once_and_tabulates_it(tmp_path):
-    data = str(acdc_like(tmp_path / "acdc"))
-    args = (data, "baseline dense_u dense_w0.1", "0")
+    data = str(acdc_like(tmp_path / "acdc", training=4))  # a quarter of them: one labelled patient
+    args = (data, "baseline dense_u dense_w0.1 baseline_long_q pmd_u_q", "0")
     env = {"STUDENT_EPOCHS": "1", "TEACHER_EPOCHS": "1", "VAL_INTERVAL": "1", "DIAGNOSTICS_INTERVAL": "1"}
     output = reproduce("mtms_acdc_study.sh", "mtms_contrastive_cardiac_mri", tmp_path, *args, extra=ACDC_EXTRA, **env)
-    runs = ["f0_teacher", "f0_baseline_s0", "f0_dense_u_s0", "f0_dense_w0.1_s0"]
+    runs = ["f0_teacher", *(f"f0_{arm}_s0" for arm in args[1].split())]
     assert walls(output) == [name for run in runs for name in (run, f"evaluate_{run}")]
+    # the quarter setting: the labelled-only arm trains on one patient for four times the epochs, the
+    # "_u" arm distils on all four with the labels of that one
+    assert "data_fraction 0.25: 1 of 4 cases" in output and "Epoch: 4/4" in output
+    assert "label_fraction 0.25: 1 of 4 cases" in output
     # the KD arms log every term's gradient share (TensorBoard); the sweep arm trains at its own weight
     logged = {
         arm: scalar_tags(tmp_path / f"bundles/mtms_contrastive_cardiac_mri/runs/f0_{arm}_s0") for arm in args[1].split()

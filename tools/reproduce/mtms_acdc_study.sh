@@ -12,9 +12,12 @@
 #   dense, dense_u           + dense (patch-level) InfoNCE through pooled heads (train_dense.json)
 #   feature_mse, feature_mse_u  + standardised-feature MSE through the same heads (train_feature_mse.json)
 #   dense_w<W>               dense with weight W at every scale (the sweep, on validation)
+# An arm with "_q" appended (baseline_long_q, pmd_u_q, ...) is the quarter-label setting: the labels
+# of a seeded quarter of the patients (15; drawn as the half is), baseline_long four times as long.
 # Runs are named f0_<arm>_s<seed> (one fold: tools.measure.cv_study tabulates them) and go under
 # runs/study/; each finished step leaves a marker, so the script can be stopped and started
-# again. STUDENT_EPOCHS (60), TEACHER_EPOCHS (30) and VAL_INTERVAL (5 epochs) set the budget; every
+# again. STUDENT_EPOCHS (60), TEACHER_EPOCHS (60: as many steps as the students; the 0.4.0 tables
+# were measured at 30) and VAL_INTERVAL (5 epochs) set the budget; every
 # KD arm logs each loss term's gradient share every DIAGNOSTICS_INTERVAL (50) iterations.
 #   python -m tools.measure.cv_study bundles/mtms_contrastive_cardiac_mri/runs --group 'patient\d+'  (a patient's two frames: one unit)
 set -euo pipefail
@@ -28,28 +31,34 @@ mkdir -p "$study"
 budget=(--val_interval "${VAL_INTERVAL:-5}")
 epochs=${STUDENT_EPOCHS:-60}
 teacher=$study/f0_teacher
-stage f0_teacher "'$C/train.json','$C/train_teacher.json'" "$teacher" "${TEACHER_EPOCHS:-30}"
+stage f0_teacher "'$C/train.json','$C/train_teacher.json'" "$teacher" "${TEACHER_EPOCHS:-60}"
 for seed in $seeds; do
     for arm in $arms; do
         configs="'$C/train.json'"
         extra=(--diagnostics_interval "${DIAGNOSTICS_INTERVAL:-50}")
         budget_epochs=$epochs
-        case $arm in
+        method=${arm%_q} labels=()
+        if [ "$method" != "$arm" ]; then
+            case $method in *_u) labels=(--label_fraction 0.25) ;; *) labels=(--data_fraction 0.25) ;; esac
+        fi
+        case $method in
             baseline) configs="$configs,'$C/train_baseline.json'" extra=() ;;
-            baseline_long) configs="$configs,'$C/train_baseline.json'" extra=() budget_epochs=$((2 * epochs)) ;;
+            baseline_long)  # as many steps as a "_u" arm: one epoch of the labelled cases is 1/2 (1/4) of theirs
+                configs="$configs,'$C/train_baseline.json'" extra=()
+                budget_epochs=$((${#labels[@]} ? 4 * epochs : 2 * epochs)) ;;
             pmd | pmd_u | paper | paper_u | dense | dense_u | feature_mse | feature_mse_u)
-                configs="$configs,'$C/train_${arm%_u}.json'" ;;
+                configs="$configs,'$C/train_${method%_u}.json'" ;;
             dense_w*)
-                weight=${arm#dense_w}
+                weight=${method#dense_w}
                 configs="$configs,'$C/train_dense.json'"
                 extra+=(--scale_weights "{'encoder': $weight, 'bottleneck': $weight, 'decoder': $weight}") ;;
             *) echo "unknown arm '$arm'; arms: baseline baseline_long pmd paper dense feature_mse, each KD arm" \
-                "with _u (KD on the unlabelled half too), dense_w<W>" >&2
+                "with _u (KD on the unlabelled half too), dense_w<W>; any with _q (a quarter labelled)" >&2
                 exit 2 ;;
         esac
-        case $arm in *_u) configs="$configs,'$C/train_unlabelled_kd.json'" ;; esac
+        case $method in *_u) configs="$configs,'$C/train_unlabelled_kd.json'" ;; esac
         name=f0_${arm}_s$seed
         stage "$name" "$configs" "$study/$name" "$budget_epochs" --seed "$seed" --teacher#checkpoint "$teacher/model.pt" \
-            "${extra[@]}"
+            "${extra[@]}" "${labels[@]}"
     done
 done
