@@ -37,15 +37,15 @@ for seed in $seeds; do
         configs="'$C/train.json'"
         extra=(--diagnostics_interval "${DIAGNOSTICS_INTERVAL:-50}")
         budget_epochs=$epochs
-        method=${arm%_q} labels=()
+        method=${arm%_q} parts=2 labels=()  # the students' labelled share of the patients: 1/parts
         if [ "$method" != "$arm" ]; then
+            parts=4
             case $method in *_u) labels=(--label_fraction 0.25) ;; *) labels=(--data_fraction 0.25) ;; esac
         fi
         case $method in
             baseline) configs="$configs,'$C/train_baseline.json'" extra=() ;;
-            baseline_long)  # as many steps as a "_u" arm: one epoch of the labelled cases is 1/2 (1/4) of theirs
-                configs="$configs,'$C/train_baseline.json'" extra=()
-                budget_epochs=$((${#labels[@]} ? 4 * epochs : 2 * epochs)) ;;
+            baseline_long)  # as many steps as a "_u" arm: an epoch of the labelled patients is 1/parts of theirs
+                configs="$configs,'$C/train_baseline.json'" extra=() budget_epochs=$((parts * epochs)) ;;
             pmd | pmd_u | paper | paper_u | dense | dense_u | feature_mse | feature_mse_u)
                 configs="$configs,'$C/train_${method%_u}.json'" ;;
             dense_w*)
