@@ -321,8 +321,11 @@ def test_exported_bundle_works_outside_the_repository_and_in_monai_label(trained
     overrides = monailabel_compat.train_overrides(
         site, [{"image": str(i), "label": str(s)} for i, s in studies], "cpu", 1, 0.5
     )
+    # In this pytest worker, whose earlier in-process runs left threads behind (TensorBoard writers), forked
+    # data-loader workers can deadlock (the likely stall of a CI run); MONAI Label trains in a fresh process, and the
+    # torchrun step below keeps the bundle's own num_workers.
     with caplog.at_level("INFO"):
-        monailabel_compat.train(site, overrides, nproc=1, logging_file=False)
+        monailabel_compat.train(site, overrides | {"num_workers": 0}, nproc=1, logging_file=False)
     assert f"Restored all variables from {site / 'models' / 'model.pt'}" in caplog.text
     log = run_distributed(monailabel_compat.multi_gpu_command(site, overrides, nproc=2), cwd=tmp_path)
     assert f"Restored all variables from {site / 'models' / 'model.pt'}" in log
