@@ -185,7 +185,7 @@ def test_acdc_reproductions_run_every_stage(tmp_path, script, bundle, variants, 
 @pytest.mark.slow
 def test_mtms_study_runs_each_arm_once_and_tabulates_it(tmp_path):
     data = str(acdc_like(tmp_path / "acdc", training=4))  # a quarter of them: one labelled patient
-    args = (data, "baseline dense_u dense_w0.1 baseline_long_q pmd_u_q", "0")
+    args = (data, "baseline dense_u dense_w0.1 baseline_long_q pmd_u_q baseline_all", "0")
     env = {"STUDENT_EPOCHS": "1", "TEACHER_EPOCHS": "1", "VAL_INTERVAL": "1", "DIAGNOSTICS_INTERVAL": "1"}
     output = reproduce("mtms_acdc_study.sh", "mtms_contrastive_cardiac_mri", tmp_path, *args, extra=ACDC_EXTRA, **env)
     runs = ["f0_teacher", *(f"f0_{arm}_s0" for arm in args[1].split())]
@@ -194,6 +194,7 @@ def test_mtms_study_runs_each_arm_once_and_tabulates_it(tmp_path):
     # "_u" arm distils on all four with the labels of that one
     assert "data_fraction 0.25: 1 of 4 cases" in output and "Epoch: 4/4" in output
     assert "label_fraction 0.25: 1 of 4 cases" in output
+    assert "data_fraction 1.0: 4 of 4 cases" in output  # baseline_all: every patient's labels
     # the KD arms log every term's gradient share (TensorBoard); the sweep arm trains at its own weight
     logged = {
         arm: scalar_tags(tmp_path / f"bundles/mtms_contrastive_cardiac_mri/runs/f0_{arm}_s0") for arm in args[1].split()

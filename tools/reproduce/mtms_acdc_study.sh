@@ -7,6 +7,8 @@
 # ARMS (default: every arm below but the sweep). Students see the labels of the seeded half of the
 # patients (the same 30 in every arm); "_u" arms also distil on the other 30, without their labels:
 #   baseline, baseline_long  no KD, STUDENT_EPOCHS and twice as many (as many steps as a "_u" arm)
+#   baseline_all             no KD, the labels of every patient, as many steps as a "_u" arm: how far
+#                            labels alone take the student, the most a teacher's maps can stand in for
 #   pmd, pmd_u               prediction-map distillation only (train_pmd.json)
 #   paper, paper_u           + instance InfoNCE at three scales, the paper's code (train_paper.json)
 #   dense, dense_u           + dense (patch-level) InfoNCE through pooled heads (train_dense.json)
@@ -44,6 +46,8 @@ for seed in $seeds; do
         fi
         case $method in
             baseline) configs="$configs,'$C/train_baseline.json'" extra=() ;;
+            baseline_all)
+                configs="$configs,'$C/train_baseline.json'" extra=() labels=(--data_fraction 1.0) ;;
             baseline_long)  # as many steps as a "_u" arm: an epoch of the labelled patients is 1/parts of theirs
                 configs="$configs,'$C/train_baseline.json'" extra=() budget_epochs=$((parts * epochs)) ;;
             pmd | pmd_u | paper | paper_u | dense | dense_u | feature_mse | feature_mse_u)
@@ -52,7 +56,7 @@ for seed in $seeds; do
                 weight=${method#dense_w}
                 configs="$configs,'$C/train_dense.json'"
                 extra+=(--scale_weights "{'encoder': $weight, 'bottleneck': $weight, 'decoder': $weight}") ;;
-            *) echo "unknown arm '$arm'; arms: baseline baseline_long pmd paper dense feature_mse, each KD arm" \
+            *) echo "unknown arm '$arm'; arms: baseline baseline_long baseline_all pmd paper dense feature_mse, each KD arm" \
                 "with _u (KD on the unlabelled half too), dense_w<W>; any with _q (a quarter labelled)" >&2
                 exit 2 ;;
         esac
