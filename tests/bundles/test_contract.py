@@ -15,6 +15,7 @@ import json
 import math
 import re
 import sys
+import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,34 @@ def test_distilled_student_logs_every_term_and_exports_a_plain_network(trained, 
     adapters = {key.split(".")[1] for key in checkpoint.get("loss", {}) if key.startswith("adapters.")}
     assert adapters == bundle.profile.adapters  # trained with the student, kept in the training checkpoint
     assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+def writer_threads() -> int:
+    """Live threads of TensorBoard event writers (``SummaryWriter`` starts one; ``close()`` ends it)."""
+    return sum(type(thread).__name__ == "_AsyncWriterThread" for thread in threading.enumerate())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_run_in_this_process_closes_its_one_tensorboard_writer(trained, name, tmp_path):
+    """MONAI Label and the tests train in long-lived processes: a writer left open keeps its thread
+    (and a data-loader worker forked beside such threads can deadlock). One writer holds the run's
+    training terms and validation metric."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    bundle = trained(name)
+    before = writer_threads()
+    run_bundle(
+        bundle.root, ["train.json"], **bundle.profile.overrides(bundle.data, run_name="writer", model_dir=str(tmp_path))
+    )
+    assert writer_threads() == before
+    (events,) = (bundle.root / "runs" / "writer").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    terms = bundle.profile.kd_terms  # named terms are logged one tag each, a single loss as "train_loss"
+    assert (
+        "val_mean_dice" in tags and ({"loss", *(f"loss_{term}" for term in terms)} if terms else {"train_loss"}) <= tags
+    )
 
 
 DISTILLING = [n for n in NAMES if PROFILES[n.values[0]].kd_terms]  # bundles that train a student online

@@ -234,6 +234,10 @@ def test_the_collection_s_configs_pass_the_audit(name):
         ({"imports": ["$import subprocess"]}, "import of subprocess"),
         ({"a": "$exec('x')"}, "name exec"),
         ({"a": {"_target_": "subprocess.run", "args": ["x"]}}, "subprocess.run is outside"),
+        (
+            {"a": {"_target_": "torch.utils.cpp_extension.load", "name": "x"}},
+            "torch.utils.cpp_extension.load is outside",
+        ),
         ({"a": {"_target_": "monai.utils.optional_import", "module": "os"}}, "monai.utils.optional_import is outside"),
         ({"a": {"_target_": "optional_import", "module": "os"}}, "optional_import resolves to ['monai.utils.module']"),
         ({"a": {"_target_": "LoadImaged", "keys": "image", "_mode_": "debug"}}, "_mode_ debug"),
@@ -260,6 +264,7 @@ def test_the_audit_allows_what_configs_legitimately_do():
         "e": {"_target_": "RandFlipd", "keys": "image", "prob": "$0.5 * @p"},
         "f": {"_target_": "common.losses.DistillationLoss", "terms": "@terms"},
         "g": "$torch.device('cuda:' + os.environ['LOCAL_RANK'] if torch.cuda.is_available() else 'cpu')",
+        "h": {"_target_": "torch.utils.tensorboard.SummaryWriter", "log_dir": "@output_dir"},
     }
     assert audit_text("configs/train.json", json.dumps(config)) == []
 

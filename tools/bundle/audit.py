@@ -12,7 +12,8 @@ calls any ``_target_``, with the rights of whoever runs it. The audit reads the 
 
 - ``_target_``: MONAI components (short names such as ``LoadImaged``, or ``monai.transforms.*``,
   ``monai.networks.*`` ...: :data:`MONAI_COMPONENTS`, not ``monai.utils`` or ``monai.bundle``),
-  ``torch.nn.*``, ``torch.optim.*``, the vendored ``common.*`` and the bundle's own ``scripts.*``;
+  ``torch.nn.*``, ``torch.optim.*``, the vendored ``common.*``, the bundle's own ``scripts.*`` and
+  the names in :data:`TARGETS`;
 - imports of the modules in :data:`IMPORTS`;
 - expressions made of literals, references (``@id``), arithmetic, comparisons, conditionals,
   subscripts, lists, dicts, comprehensions and lambdas, calling methods of references and of their
@@ -86,6 +87,8 @@ MONAI_COMPONENTS = tuple(
     for p in ("transforms", "networks", "losses", "metrics", "handlers", "engines", "inferers", "data", "optimizers")
 )
 TARGET_PREFIXES = (*MONAI_COMPONENTS, "torch.nn.", "torch.optim.", "common.", "scripts.")
+# single targets outside those packages (the writer every TensorBoard handler of a run shares)
+TARGETS = ("torch.utils.tensorboard.SummaryWriter",)
 # a module function allowed only with these literal first arguments
 LITERAL_ARGUMENTS = {"monai.utils.optional_import": {"common"}}
 DUNDERS = {"__name__"}
@@ -193,7 +196,9 @@ def target_problem(target: str) -> str | None:
             return f"{target} is not a MONAI component"
         outside = [m for m in modules if not f"{m}.".startswith(MONAI_COMPONENTS)]
         return f"{target} resolves to {outside}, outside {', '.join(MONAI_COMPONENTS)}" if outside else None
-    return None if target.startswith(TARGET_PREFIXES) else f"{target} is outside {', '.join(TARGET_PREFIXES)}"
+    if target.startswith(TARGET_PREFIXES) or target in TARGETS:
+        return None
+    return f"{target} is outside {', '.join(TARGET_PREFIXES)} and is not one of {', '.join(TARGETS)}"
 
 
 def walk(config: object, path: str = "") -> Iterator[tuple[str, str, str]]:

@@ -12,7 +12,8 @@ copy of what they all share; this tool is what keeps the copies identical:
   ``inference_openvino.json`` (``inference.json`` run by ONNX Runtime or OpenVINO on
   ``models/model.onnx``, which ``python -m tools.bundle.export_onnx`` writes);
 - ids of ``train.json`` (``blocks/train.json``: the ``bundle_root`` convention, the check that
-  the ``common`` package is there, the bundle folder on ``sys.path``) and of ``inference.json``
+  the ``common`` package is there, the bundle folder on ``sys.path``, the TensorBoard writer the
+  handlers share) and of ``inference.json``
   (``blocks/inference.json``: MONAI Label's ``image_path`` kept away from ``Spacingd``). An id
   holding a list must start with the block's items (a bundle may add its own after them); any
   other id must equal the block's value.
