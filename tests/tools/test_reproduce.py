@@ -29,6 +29,11 @@ def test_every_shell_script_parses(script):
     [
         ("kdnet_brats_cv.sh", "baseline paper tuned baseline_half tuned_half sweep_b<B>_t<T>"),
         ("hlfd_brats_study.sh", "baseline logit_kd at flfd plfd hlfd hlfd_paper hlfd_f<F>_p<P>"),
+        (
+            "mtms_acdc_study.sh",
+            "baseline baseline_long baseline_all pmd paper dense feature_mse, each KD arm with _u (KD on the unlabelled"
+            " half too), dense_w<W>; any but baseline_all with _q (a quarter labelled)",
+        ),
     ],
 )
 def test_a_misspelt_arm_stops_a_study_before_any_training(tmp_path, script, arms):
@@ -37,6 +42,19 @@ def test_a_misspelt_arm_stops_a_study_before_any_training(tmp_path, script, arms
     result = run(command, env=environment, expect_failure=True)
     assert result.returncode == 2 and result.stderr.strip() == f"unknown arm 'basline'; arms: {arms}"
     assert not any((tmp_path / "bundles").rglob("*.json"))  # no split written, nothing trained
+
+
+def test_the_mtms_study_refuses_a_quarter_of_every_label(tmp_path):
+    """``baseline_all`` uses every patient's labels: ``baseline_all_q`` would silently be the same run."""
+    environment = os.environ | {"PYTHON": sys.executable, "BUNDLES": str(tmp_path / "bundles")}
+    command = ["bash", "tools/reproduce/mtms_acdc_study.sh", str(tmp_path), "baseline_q baseline_all_q"]
+    result = run(command, env=environment, expect_failure=True)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == "arm 'baseline_all_q': baseline_all trains with every label, so '_q' (a quarter) does not apply"
+    )
+    assert not any((tmp_path / "bundles").rglob("*.json"))
 
 
 def reproduce(script: str, bundle: str, tmp_path: Path, *args: str, extra: str = "", **env: str) -> str:
