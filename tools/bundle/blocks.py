@@ -13,10 +13,9 @@ copy of what they all share; this tool is what keeps the copies identical:
   ``models/model.onnx``, which ``python -m tools.bundle.export_onnx`` writes);
 - ids of ``train.json`` (``blocks/train.json``: the ``bundle_root`` convention, the check that
   the ``common`` package is there, the bundle folder on ``sys.path``, the TensorBoard writer the
-  handlers share) and of ``inference.json``
-  (``blocks/inference.json``: MONAI Label's ``image_path`` kept away from ``Spacingd``). An id
-  holding a list must start with the block's items (a bundle may add its own after them); any
-  other id must equal the block's value.
+  handlers share) and of ``inference.json`` (``blocks/inference.json``: MONAI Label's
+  ``image_path`` kept away from ``Spacingd``). An id holding a list must start with the block's
+  items (a bundle may add its own after them); any other id must equal the block's value.
 
 The check also makes sure every ``@id`` the blocks refer to exists in the bundle's
 ``train.json`` (``train#log_handlers``, ``train#resume``, ... are the ids the multi-GPU overlay
