@@ -75,8 +75,11 @@ def test_distilled_student_logs_every_term_and_exports_a_plain_network(trained, 
 
 
 def writer_threads() -> int:
-    """Live threads of TensorBoard event writers (``SummaryWriter`` starts one; ``close()`` ends it)."""
-    return sum(type(thread).__name__ == "_AsyncWriterThread" for thread in threading.enumerate())
+    """Live threads of TensorBoard event writers (``SummaryWriter`` starts one; ``close()`` ends it).
+    The class is imported, not matched by name, so a renamed class fails here instead of counting 0."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    return sum(isinstance(thread, _AsyncWriterThread) for thread in threading.enumerate())
 
 
 @pytest.mark.parametrize("name", NAMES)
