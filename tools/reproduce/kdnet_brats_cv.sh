@@ -7,10 +7,10 @@
 # ARMS (default "baseline paper tuned baseline_half tuned_half"):
 #   baseline       student on T1, segmentation loss only
 #   paper          train_paper.json: logit KL at T 4, latent KL at T 1 with weight 0.1 (the paper's)
-#   tuned          train.json as shipped (the setting the sweep chose on validation)
-#   baseline_half  baseline with labels on half the training cases (label_fraction 0.5)
-#   tuned_half     tuned with labels on half the cases and the KD terms on all of them
+#   tuned          train.json as shipped
 #   sweep_b<B>_t<T>  standardised-MSE latent term with weight B, logit KL at temperature T
+#   <arm>_half     any of these with labels on half the training cases (label_fraction 0.5); the KD
+#                  terms still run on every case
 # Every finished step leaves a marker, so the script can be stopped and started again: it skips
 # what is done and resumes an interrupted training from its newest checkpoint. STUDENT_EPOCHS
 # (200), TEACHER_EPOCHS (120), PIXDIM (3.0 mm), ROI (48) and VAL_INTERVAL (10 epochs) set the
@@ -34,27 +34,23 @@ budget=(--pixdim "[$pixdim,$pixdim,$pixdim]" --roi_size "[$roi,$roi,$roi]" --val
 
 # arm_setup ARM: configs (the config files) and extra (the overrides) of study arm ARM.
 arm_setup() {
+    local method=${1%_half}
     configs="'$C/train.json'"
     extra=()
-    case $1 in
+    case $method in
         baseline) configs="$configs,'$C/train_baseline.json'" ;;
         paper) configs="$configs,'$C/train_paper.json'" ;;
         tuned) ;;
-        baseline_half) configs="$configs,'$C/train_baseline.json'" extra=(--label_fraction 0.5) ;;
-        tuned_half) extra=(--label_fraction 0.5) ;;
         sweep_b*_t*)
-            weight=${1#sweep_b} weight=${weight%_t*}
-            extra=(--latent_mode mse --latent_normalize standardize --latent_weight "$weight" --temperature "${1#*_t}") ;;
-        *) echo "unknown arm '$1'; arms: baseline paper tuned baseline_half tuned_half sweep_b<B>_t<T>" >&2
+            weight=${method#sweep_b} weight=${weight%_t*}
+            extra=(--latent_mode mse --latent_normalize standardize --latent_weight "$weight" --temperature "${method#*_t}") ;;
+        *) echo "unknown arm '$1'; arms: baseline paper tuned sweep_b<B>_t<T>, each also as <arm>_half" >&2
             exit 2 ;;
     esac
+    if [ "$method" != "$1" ]; then extra+=(--label_fraction 0.5); fi
 }
 
-case ${FINAL:-paper} in
-    paper | tuned) ;;
-    *) echo "FINAL=$FINAL: use paper or tuned" >&2
-        exit 2 ;;
-esac
+[ -z "${FINAL:-}" ] || arm_setup "$FINAL"  # FINAL is any arm
 for arm in $arms; do arm_setup "$arm"; done  # a misspelt arm stops the study before any training
 
 for fold in $folds; do
