@@ -301,6 +301,35 @@ def test_per_case_values_are_tabled_and_give_the_paired_difference(tree):
     assert "per test case" not in cr.results_md(cr.collect(tree))
 
 
+def test_every_other_pairing_is_tabled_with_the_sign_of_its_bounds(tree):
+    def pairings(data):
+        data["paired"]["variant_against_baseline"] = {
+            "difference": -0.039,
+            "ci95": [-0.0773, -0.0004],
+            "cases": 4,
+            "runs": 3,
+            "per_case": {"c1": -0.04},
+        }
+        data["paired"]["variant_against_teacher"] = {
+            "difference": 0.002,
+            "ci95": [-0.01, 0.014],
+            "cases": 20,
+            "groups": 10,
+            "runs": 1,
+        }
+
+    write_results(tree, "alpha_kd", mutate(pairings))
+    text = cr.results_md(cr.collect(tree))
+    start = text.index("## Every other paired comparison")
+    rows = [line for line in text[start:].splitlines() if line.startswith("| ")]
+    assert rows[1:] == [
+        "| Alpha KD (Doe 2020) | `variant_against_baseline` | −0.039 | −0.077 to −0.000 | 4 × 3 | excludes 0 |",
+        "|  | `variant_against_teacher` | +0.002 | −0.010 to +0.014 | 20 in 10 groups × 1 | includes 0 |",
+    ]
+    write_results(tree, "alpha_kd", ALPHA)  # the shipped student's pairing alone: no section
+    assert "Every other paired comparison" not in cr.results_md(cr.collect(tree))
+
+
 def test_the_teacher_gate_is_judged_on_validation_where_the_rows_give_it(tree):
     def gate(teacher: float, baseline: float) -> str:
         data = mutate(set_row(2, "validation_dice", teacher))  # row 2: the teacher
@@ -362,6 +391,10 @@ def test_the_latency_table_gives_each_model_s_speed_against_its_teacher(tree):
         (mutate(lambda d: d["paired"].__setitem__("ci95", [0.06, 0.09])), f"{FILE}: paired.ci95: [0.06, 0.09] does"),
         (mutate(lambda d: d["paired"].__setitem__("cases", 0)), f"{FILE}: paired.cases: must be an integer >= 1"),
         (mutate(lambda d: d["paired"].__setitem__("groups", 11)), f"{FILE}: paired.groups: must be an integer from 1"),
+        (
+            mutate(lambda d: d["paired"].__setitem__("variant_against_baseline", {"difference": 0.1, "cases": 10})),
+            f"{FILE}: paired.variant_against_baseline.ci95: missing",
+        ),
         (mutate(set_row(2, "validation_dice", 1.5)), f"{FILE}: rows[2].validation_dice: must be a number in [0, 1]"),
         (mutate(set_row(4, "per_case", {})), f"{FILE}: rows[4].per_case: must be a non-empty object"),
         (

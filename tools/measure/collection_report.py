@@ -55,6 +55,9 @@ the figure leaves the point out)::
         "runs": 3,                   #   integer >= 1: run pairs (seeds, times folds)
         "groups": 8,                 #   optional, integer in [1, cases]: the interval's units where cases
                                      #   were grouped (tools.measure.paired --group: a patient's frames)
+        "pmd_against_baseline_long": {"difference": ..., "ci95": [...], "cases": ..., "runs": ...},
+                                     #   optional: any other pairing of two arms, named <a>_against_<b>
+                                     #   (a − b), with the same fields; the report tables every one
         ...},                        #   any further keys of that tool's output are kept as they are;
                                      #   where the baseline and that KD row carry per_case, the difference
                                      #   must be what their runs of the same name give
@@ -83,6 +86,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +113,7 @@ FIGURE_ALT = (
     "Test Dice against parameters and CPU time per volume: teacher, baseline student and KD student of each method"
 )
 HEADING = "### Measured results across the collection"
+PAIRING_KEY = re.compile(r"\w+_against_\w+")  # a further pairing inside ``paired``: <a>_against_<b>, a − b
 
 
 class ReportError(ValueError):
@@ -174,6 +179,7 @@ class Results:
     rows: tuple[Row, ...]
     paired: Paired | None = None
     latency: Latency | None = None
+    other_pairings: tuple[tuple[str, Paired], ...] = ()  # (<a>_against_<b>, a − b) in the file's order
 
     def by_role(self, role: str) -> list[Row]:
         return [r for r in self.rows if r.role == role]
@@ -388,9 +394,14 @@ def load_results(path: Path, name: str | None = None) -> Results:
         kd = [r for r in rows if r.role == "kd"]
         shipped = next((r for r in kd if r.shipped), kd[0])
         _check_paired_cases(paired, next(r for r in rows if r.role == "baseline"), shipped, f"{name}: paired")
+    others = tuple(
+        (key, _paired(value, f"{name}: paired.{key}"))
+        for key, value in data.get("paired", {}).items()
+        if PAIRING_KEY.fullmatch(key)
+    )
     latency = _latency(data["latency"], f"{name}: latency") if "latency" in data else None
     return Results(
-        bundle, data["method"], data["dataset"], data["metric"], data["hardware"], tuple(rows), paired, latency
+        bundle, data["method"], data["dataset"], data["metric"], data["hardware"], tuple(rows), paired, latency, others
     )
 
 
@@ -425,6 +436,12 @@ def format_seconds(seconds: float | None) -> str:
 def format_delta(value: float) -> str:
     value = round(value, 3) + 0.0  # + 0.0 turns -0.0 into 0.0
     return f"{value:+.3f}".replace("-", MINUS)
+
+
+def format_bound(value: float) -> str:
+    """An interval's bound to 3 decimals with the sign of its value (−0.000 for a bound just below 0),
+    so the side of 0 an interval ends on stays visible where it only just excludes 0."""
+    return f"{MINUS if value < 0 else '+'}{abs(value):.3f}"
 
 
 def role_cell(row: Row) -> str:
@@ -471,7 +488,7 @@ def delta_lines(results: list[Results]) -> str:
             line += (
                 f"{format_delta(paired.difference)}, paired over {paired.cases} test cases"
                 f"{f' in {paired.groups} groups' if paired.groups else ''} × {paired.runs} run(s), "
-                f"95 % CI {format_delta(paired.low)} to {format_delta(paired.high)}: the interval {verdict} "
+                f"95 % CI {format_bound(paired.low)} to {format_bound(paired.high)}: the interval {verdict} "
                 f"({which} {kd.dice:.3f} vs baseline {base.dice:.3f})"
             )
         lines.append(line + teacher_gate(res))
@@ -568,9 +585,41 @@ def per_case_table(results: list[Results]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pairings_table(results: list[Results]) -> str:
+    """Every further pairing of the results files (``paired.<a>_against_<b>``): the arms the bundle docs
+    compare besides the shipped student and its baseline ("" when no method has one)."""
+    measured = [res for res in results if res.other_pairings]
+    if not measured:
+        return ""
+    lines = [
+        "## Every other paired comparison",
+        "",
+        "Further arms each bundle's `docs/README.md` compares, as `docs/results.json` names them "
+        f"(`a_against_b`: a {MINUS} b, paired by test case and run as the KD {MINUS} baseline lines above are; "
+        "the arms are described in the bundle's docs).",
+        "",
+        f"| method | pairing | a {MINUS} b | 95 % CI | test cases × runs | the interval |",
+        "|---|---|---:|---|---|---|",
+    ]
+    for res in measured:
+        for i, (key, paired) in enumerate(res.other_pairings):
+            cases = f"{paired.cases}{f' in {paired.groups} groups' if paired.groups else ''} × {paired.runs}"
+            cells = [
+                _cell(res.method) if i == 0 else "",
+                f"`{key}`",
+                format_delta(paired.difference),
+                f"{format_bound(paired.low)} to {format_bound(paired.high)}",
+                cases,
+                "excludes 0" if paired.excludes_zero else "includes 0",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def results_md(results: list[Results]) -> str:
     """The whole text of ``docs/results.md``."""
-    sections = [section for section in (latency_table(results), per_case_table(results)) if section]
+    tables = (latency_table(results), per_case_table(results), pairings_table(results))
+    sections = [section for section in tables if section]
     return "\n".join(
         [
             "# Measured results of the collection",
