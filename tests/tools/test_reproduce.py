@@ -297,7 +297,7 @@ def test_kdnet_cross_validation_runs_each_stage_once_and_tabulates_it(tmp_path):
     datalist = json.loads((data / "dataset.json").read_text())
     datalist["training"] = [item | {"t1_kind": "T1"} for item in datalist["training"]]
     (data / "dataset.json").write_text(json.dumps(datalist))
-    args = (str(data), "baseline paper", "0", "0")
+    args = (str(data), "baseline paper_half", "0", "0")  # <arm>_half: labels on half the cases
     env = {"STUDENT_EPOCHS": "1", "TEACHER_EPOCHS": "1", "VAL_INTERVAL": "1", "PIXDIM": "2.0", "ROI": "32"}
     output = reproduce("kdnet_brats_cv.sh", "kdnet_brats_mri", tmp_path, *args, extra="--num_workers 0", **env)
     assert walls(output) == [
@@ -305,9 +305,10 @@ def test_kdnet_cross_validation_runs_each_stage_once_and_tabulates_it(tmp_path):
         "evaluate_f0_teacher",
         "f0_baseline_s0",
         "evaluate_f0_baseline_s0",
-        "f0_paper_s0",
-        "evaluate_f0_paper_s0",
+        "f0_paper_half_s0",
+        "evaluate_f0_paper_half_s0",
     ]
+    assert output.count("label_fraction 0.5: 3 of 6 cases") == 1  # the half arm alone: the baseline has every label
     again = run(  # FINAL: the shipped models, fitted on all ten cases once the folds are done
         ["bash", "tools/reproduce/kdnet_brats_cv.sh", *args],
         env=os.environ
@@ -324,7 +325,7 @@ def test_kdnet_cross_validation_runs_each_stage_once_and_tabulates_it(tmp_path):
     final_split = json.loads((bundle / "runs/final/split.json").read_text())
     assert (len(final_split["training"]), len(final_split["validation"]), final_split["test"]) == (8, 2, [])
     table = run([sys.executable, "-m", "tools.measure.cv_study", str(tmp_path / "bundles/kdnet_brats_mri/runs")])
-    assert "| paper | 1 | 0 | 0 |" in table.stdout and "paper: KD − baseline = " in table.stdout
+    assert "| paper_half | 1 | 0 | 0 |" in table.stdout and "paper_half: KD − baseline = " in table.stdout
 
 
 def table_rows(text: str) -> list[list[str]]:
