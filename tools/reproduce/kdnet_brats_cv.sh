@@ -4,7 +4,7 @@
 # 3 mm voxels, 48^3 crops. Per fold a FLAIR+T1 teacher, then every arm and seed given, each
 # evaluated on the fold's test cases (runs/evaluate_<run>/val_mean_dice_raw.csv, one row a case).
 #   bash tools/reproduce/kdnet_brats_cv.sh DATA_DIR [ARMS] [SEEDS] [FOLDS]
-# ARMS (default "baseline paper tuned baseline_half tuned_half"):
+# ARMS (default "baseline paper sweep_b0.1_t4 baseline_half sweep_b0.1_t4_half", the study of the docs):
 #   baseline       student on T1, segmentation loss only
 #   paper          train_paper.json: logit KL at T 4, latent KL at T 1 with weight 0.1 (the paper's)
 #   tuned          train.json as shipped
@@ -22,7 +22,7 @@
 # models/model.pt and models/baseline/model.pt.
 set -euo pipefail
 data=${1:?usage: kdnet_brats_cv.sh DATA_DIR [ARMS] [SEEDS] [FOLDS]}
-arms=${2:-baseline paper tuned baseline_half tuned_half}
+arms=${2:-baseline paper sweep_b0.1_t4 baseline_half sweep_b0.1_t4_half}
 seeds=${3:-0 1 2}
 folds=${4:-0 1 2 3 4}
 source "$(dirname "$0")/lib.sh"
