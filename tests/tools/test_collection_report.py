@@ -288,11 +288,17 @@ def with_per_case(change=lambda data: None):
     return apply
 
 
+def section_rows(text: str, heading: str) -> list[str]:
+    """The table lines (header row included, separator left out) of ``results.md``'s section ``heading``,
+    up to the next section."""
+    section = text[text.index(heading) :].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("| ")]
+
+
 def test_per_case_values_are_tabled_and_give_the_paired_difference(tree):
     write_results(tree, "alpha_kd", mutate(with_per_case()))
     text = cr.results_md(cr.collect(tree))
-    start = text.index("## KD against baseline, per test case")
-    rows = [line for line in text[start:].splitlines() if line.startswith("| ")]
+    rows = section_rows(text, "## KD against baseline, per test case")
     assert rows[1:] == [
         "| Alpha KD (Doe 2020) | c1 | 2 | 0.650 | 0.750 | +0.100 |",
         "|  | c2 | 2 | 0.750 | 0.750 | +0.000 |",
@@ -320,8 +326,7 @@ def test_every_other_pairing_is_tabled_with_the_sign_of_its_bounds(tree):
 
     write_results(tree, "alpha_kd", mutate(pairings))
     text = cr.results_md(cr.collect(tree))
-    start = text.index("## Every other paired comparison")
-    rows = [line for line in text[start:].splitlines() if line.startswith("| ")]
+    rows = section_rows(text, "## Every other paired comparison")
     assert rows[1:] == [
         "| Alpha KD (Doe 2020) | `variant_against_baseline` | −0.039 | −0.077 to −0.000 | 4 × 3 | excludes 0 |",
         "|  | `variant_against_teacher` | +0.002 | −0.010 to +0.014 | 20 in 10 groups × 1 | includes 0 |",
@@ -348,8 +353,7 @@ def test_the_teacher_gate_is_judged_on_validation_where_the_rows_give_it(tree):
 def test_the_latency_table_gives_each_model_s_speed_against_its_teacher(tree):
     write_results(tree, "alpha_kd", {**ALPHA, "latency": LATENCY})
     text = cr.results_md(cr.collect(tree))
-    start = text.index("## End-to-end CPU inference per volume")
-    rows = [line for line in text[start:].splitlines() if line.startswith("| ")]
+    rows = section_rows(text, "## End-to-end CPU inference per volume")
     assert rows[1:] == [
         "| Alpha KD (Doe 2020) | 3 toy volumes, the first a warm-up, 2 threads | teacher (PyTorch) | 1.50 | 80% "
         "| 300 | 1.00× | – |",
