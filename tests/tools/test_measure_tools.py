@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import REPO
-from tools.measure import pseudo_label_quality, results_table
+from tools.measure import pseudo_label_quality, results_table, training_log
 from tools.measure.compare_ddp import best_metric
 from tools.measure.model_cost import model_spec
 from tools.measure.overlap import dice, mean_dice
@@ -104,6 +104,63 @@ def test_compare_ddp_reads_the_last_best_metric_and_names_a_log_without_one():
     assert best_metric(log) == ("val_mean_dice", 0.31, 2)
     with pytest.raises(RuntimeError, match="no 'Key metric"):
         best_metric("Epoch: 1/1, Iter: 1/3 -- loss: 1.0")
+
+
+def write_scalars(run_dir, values: dict[str, dict[int, float]]) -> None:
+    """One TensorBoard event file in ``run_dir`` holding ``{tag: {step: value}}``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir))
+    for tag, series in values.items():
+        for step, value in series.items():
+            writer.add_scalar(tag, value, step)
+    writer.close()
+
+
+def test_training_log_averages_gradients_by_quarter_and_keeps_unlabelled_batches_apart(tmp_path, capsys):
+    """8 logged iterations, so a quarter is 2: first quarter steps 0-1, last quarter steps 6-7. A batch
+    without labels has grad_norm_seg 0 (steps 1 and 6): its kd norm is averaged apart and its cosine,
+    undefined, is left out. Each quarter has one labelled step (0 and 7), so each labelled cell is that
+    step's value; the second run doubles every norm and keeps the cosines."""
+    seg = {0: 1.0, 1: 0.0, 2: 2.0, 3: 2.0, 4: 2.0, 5: 2.0, 6: 0.0, 7: 3.0}
+    kd = {0: 0.5, 1: 0.9, 2: 0.1, 3: 0.1, 4: 0.1, 5: 0.1, 6: 0.3, 7: 0.25}
+    cos = {step: 0.1 * step for step in seg}
+    for name, scale in (("a", 1.0), ("b", 2.0)):
+        write_scalars(
+            tmp_path / name,
+            {
+                "grad_norm_seg": {s: v * scale for s, v in seg.items()},
+                "grad_norm_kd": {s: v * scale for s, v in kd.items()},
+                "grad_cos_kd": cos,
+            },
+        )
+    table = training_log.gradients(tmp_path / "a")
+    assert table[("with labels", "seg", "norm")] == pytest.approx({"first quarter": 1.0, "last quarter": 3.0})
+    assert table[("with labels", "kd", "norm")] == pytest.approx({"first quarter": 0.5, "last quarter": 0.25})
+    assert table[("without labels", "kd", "norm")] == pytest.approx({"first quarter": 0.9, "last quarter": 0.3})
+    assert table[("with labels", "kd", "cos")] == pytest.approx({"first quarter": 0.0, "last quarter": 0.7})
+    assert ("without labels", "seg", "norm") not in table
+    training_log.main(["gradients", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(tmp_path / "g.json")])
+    out = capsys.readouterr().out
+    assert "| with labels | kd | 0.50 / 1.00 | 0.25 / 0.50 | 0.00 / 0.00 | 0.70 / 0.70 |" in out
+    assert "| without labels | kd | 0.90 / 1.80 | 0.30 / 0.60 | – | – |" in out
+    assert json.loads((tmp_path / "g.json").read_text())["rows"][0]["term"] == "seg"
+    with pytest.raises(SystemExit, match="--diagnostics_interval"):
+        training_log.gradients(tmp_path / "empty")
+
+
+def test_training_log_convergence_keeps_a_resumed_runs_last_value_per_epoch(tmp_path, capsys):
+    """A resumed run writes a second event file that repeats an epoch: the later value counts."""
+    write_scalars(tmp_path / "run", {"val_mean_dice": {5: 0.5, 10: 0.75, 15: 0.625}})  # exact in float32
+    write_scalars(tmp_path / "run", {"val_mean_dice": {15: 0.6875, 20: 0.71875}})
+    assert training_log.convergence(tmp_path / "run", last=2) == {
+        "last": [(15, 0.6875), (20, 0.71875)],
+        "best": (10, 0.75),
+    }
+    training_log.main(["convergence", str(tmp_path / "run")])
+    assert "| run | 10: 0.750, 15: 0.688, 20: 0.719 | 0.750 (10) |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not a run folder"):
+        training_log.main(["convergence", str(tmp_path / "missing")])
 
 
 def test_dice_and_mean_dice_match_hand_counts():

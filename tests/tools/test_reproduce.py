@@ -32,7 +32,8 @@ def test_every_shell_script_parses(script):
         (
             "mtms_acdc_study.sh",
             "baseline baseline_long baseline_all pmd paper dense feature_mse, each KD arm with _u (KD on the unlabelled"
-            " half too), dense_w<W>; any but baseline_all with _q (a quarter labelled)",
+            " half too) or _long (labelled only, baseline_long's steps), dense_w<W>; any but baseline_all with _q"
+            " (a quarter labelled)",
         ),
     ],
 )
@@ -203,7 +204,7 @@ def test_acdc_reproductions_run_every_stage(tmp_path, script, bundle, variants, 
 @pytest.mark.slow
 def test_mtms_study_runs_each_arm_once_and_tabulates_it(tmp_path):
     data = str(acdc_like(tmp_path / "acdc", training=4))  # a quarter of them: one labelled patient
-    args = (data, "baseline dense_u dense_w0.1 baseline_long_q pmd_u_q baseline_all", "0")
+    args = (data, "baseline dense_u dense_w0.1 baseline_long_q pmd_u_q pmd_long_q baseline_all", "0")
     env = {"STUDENT_EPOCHS": "1", "TEACHER_EPOCHS": "1", "VAL_INTERVAL": "1", "DIAGNOSTICS_INTERVAL": "1"}
     output = reproduce("mtms_acdc_study.sh", "mtms_contrastive_cardiac_mri", tmp_path, *args, extra=ACDC_EXTRA, **env)
     runs = ["f0_teacher", *(f"f0_{arm}_s0" for arm in args[1].split())]
@@ -211,6 +212,8 @@ def test_mtms_study_runs_each_arm_once_and_tabulates_it(tmp_path):
     # the quarter setting: the labelled-only arm trains on one patient for four times the epochs, the
     # "_u" arm distils on all four with the labels of that one
     assert "data_fraction 0.25: 1 of 4 cases" in output and "Epoch: 4/4" in output
+    # a labelled-only KD arm with "_long" trains as many steps as baseline_long: four epochs of its one patient
+    assert (tmp_path / "bundles/mtms_contrastive_cardiac_mri/runs/f0_pmd_long_q_s0/checkpoint_epoch=4.pt").is_file()
     assert "label_fraction 0.25: 1 of 4 cases" in output
     assert "data_fraction 1.0: 4 of 4 cases" in output  # baseline_all: every patient's labels
     # the KD arms log every term's gradient share (TensorBoard); the sweep arm trains at its own weight

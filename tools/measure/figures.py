@@ -27,25 +27,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from monai.transforms import Invertd, LoadImage  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from common.teachers import load_state_dict_strict  # noqa: E402
 from tools.bundle.isolation import bundle_scripts  # noqa: E402
 from tools.measure.model_cost import model_spec, parse_model  # noqa: E402
 from tools.measure.overlap import mean_dice  # noqa: E402
+from tools.measure.training_log import scalars as logged_scalars  # noqa: E402
 
 
 def scalars(run_dir: str, tag: str) -> tuple[np.ndarray, np.ndarray]:
-    steps, values = [], []
-    for events in sorted(Path(run_dir).glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        if tag in acc.Tags()["scalars"]:
-            for e in acc.Scalars(tag):
-                steps.append(e.step)
-                values.append(e.value)
-    order = np.argsort(steps, kind="stable")
-    return np.asarray(steps)[order], np.asarray(values)[order]
+    points = logged_scalars(run_dir, tag)
+    return np.asarray([step for step, _ in points]), np.asarray([value for _, value in points])
 
 
 def plot_curves(runs: list[str], labels: list[str], out: str) -> None:

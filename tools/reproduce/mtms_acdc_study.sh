@@ -13,6 +13,8 @@
 #   paper, paper_u           + instance InfoNCE at three scales, the paper's code (train_paper.json)
 #   dense, dense_u           + dense (patch-level) InfoNCE through pooled heads (train_dense.json)
 #   feature_mse, feature_mse_u  + standardised-feature MSE through the same heads (train_feature_mse.json)
+#   pmd_long, paper_long, dense_long, feature_mse_long  a labelled-only KD arm for as many steps as a "_u" arm
+#                            (baseline_long's budget): labelled-only against unlabelled-image KD at equal steps
 #   dense_w<W>               dense with weight W at every scale (the sweep, on validation)
 # An arm but baseline_all with "_q" appended (baseline_long_q, pmd_u_q, ...) is the quarter-label setting: the labels
 # of a seeded quarter of the patients (15; drawn as the half is), baseline_long four times as long.
@@ -54,12 +56,15 @@ arm_setup() {
             configs="$configs,'$C/train_baseline.json'" extra=() budget_epochs=$((parts * epochs)) ;;
         pmd | pmd_u | paper | paper_u | dense | dense_u | feature_mse | feature_mse_u)
             configs="$configs,'$C/train_${method%_u}.json'" ;;
+        pmd_long | paper_long | dense_long | feature_mse_long)
+            configs="$configs,'$C/train_${method%_long}.json'" budget_epochs=$((parts * epochs)) ;;
         dense_w*)
             weight=${method#dense_w}
             configs="$configs,'$C/train_dense.json'"
             extra+=(--scale_weights "{'encoder': $weight, 'bottleneck': $weight, 'decoder': $weight}") ;;
         *) echo "unknown arm '$arm'; arms: baseline baseline_long baseline_all pmd paper dense feature_mse, each KD arm" \
-            "with _u (KD on the unlabelled half too), dense_w<W>; any but baseline_all with _q (a quarter labelled)" >&2
+            "with _u (KD on the unlabelled half too) or _long (labelled only, baseline_long's steps), dense_w<W>;" \
+            "any but baseline_all with _q (a quarter labelled)" >&2
             exit 2 ;;
     esac
     case $method in *_u) configs="$configs,'$C/train_unlabelled_kd.json'" ;; esac
