@@ -145,8 +145,9 @@ def test_training_log_averages_gradients_by_quarter_and_keeps_unlabelled_batches
     assert "| with labels | kd | 0.50 / 1.00 | 0.25 / 0.50 | 0.00 / 0.00 | 0.70 / 0.70 |" in out
     assert "| without labels | kd | 0.90 / 1.80 | 0.30 / 0.60 | – | – |" in out
     assert json.loads((tmp_path / "g.json").read_text())["rows"][0]["term"] == "seg"
-    with pytest.raises(SystemExit, match="--diagnostics_interval"):
-        training_log.gradients(tmp_path / "empty")
+    write_scalars(tmp_path / "no_diagnostics", {"loss_seg": {0: 1.0}, "val_mean_dice": {1: 0.5}})
+    with pytest.raises(SystemExit, match=r"train with --diagnostics_interval N .*\(found: no grad_norm_"):
+        training_log.gradients(tmp_path / "no_diagnostics")
 
 
 def test_training_log_convergence_keeps_a_resumed_runs_last_value_per_epoch(tmp_path, capsys):
@@ -161,6 +162,9 @@ def test_training_log_convergence_keeps_a_resumed_runs_last_value_per_epoch(tmp_
     assert "| run | 10: 0.750, 15: 0.688, 20: 0.719 | 0.750 (10) |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="not a run folder"):
         training_log.main(["convergence", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit):  # argparse's error: --last 0 would silently print every check
+        training_log.main(["convergence", str(tmp_path / "run"), "--last", "0"])
+    assert "--last must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_dice_and_mean_dice_match_hand_counts():

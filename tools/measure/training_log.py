@@ -32,13 +32,15 @@ QUARTERS = ("first quarter", "last quarter")
 
 def scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
     """``(step, value)`` of ``tag`` over every event file of ``run_dir`` (a resumed run writes several),
-    sorted by step; a step logged twice (a resumed run repeats it) keeps its last value."""
-    values: dict[int, float] = {}
-    for events in sorted(Path(run_dir).glob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+    sorted by step; a step logged twice (a resumed run repeats it) keeps the value written last (by
+    each event's wall time: file names do not sort in the order they were written)."""
+    events: list[tuple[float, int, float]] = []
+    for path in Path(run_dir).glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
         accumulator.Reload()
         if tag in accumulator.Tags()["scalars"]:
-            values.update({event.step: event.value for event in accumulator.Scalars(tag)})
+            events += [(event.wall_time, event.step, event.value) for event in accumulator.Scalars(tag)]
+    values = {step: value for _, step, value in sorted(events)}
     return sorted(values.items())
 
 
@@ -51,8 +53,10 @@ def tags(run_dir: str | Path) -> set[str]:
     return found
 
 
-def convergence(run_dir: str | Path, last: int = 3) -> dict:
+def convergence(run_dir: str | Path, last: int = 3) -> dict[str, list[tuple[int, float]] | tuple[int, float]]:
     """The last ``last`` validation checks ``[(epoch, dice), ...]`` and the best ``(epoch, dice)`` of a run."""
+    if last < 1:
+        raise ValueError(f"last must be at least 1, got {last}")
     checks = scalars(run_dir, "val_mean_dice")
     if not checks:
         raise SystemExit(f"{run_dir}: no 'val_mean_dice' in its TensorBoard logs (events.out.tfevents.*)")
@@ -86,7 +90,7 @@ def gradients(run_dir: str | Path) -> dict[tuple[str, str, str], dict[str, float
     return table
 
 
-def gradient_rows(runs: list[str]) -> list[dict]:
+def gradient_rows(runs: list[str]) -> list[dict[str, str | list[float | None]]]:
     """One row per (batches, term): each run's quarter means, in the order of ``runs``."""
     per_run = [gradients(run) for run in runs]
     keys = sorted(
@@ -113,11 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     conv = sub.add_parser("convergence", help="validation Dice at each run's last checks and its best")
     conv.add_argument("runs", nargs="+")
-    conv.add_argument("--last", type=int, default=3)
+    conv.add_argument("--last", type=int, default=3, help="how many of the last checks (at least 1)")
     grad = sub.add_parser("gradients", help="each loss term's gradient norm and cosine with seg, first/last quarter")
     grad.add_argument("runs", nargs="+")
     grad.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
+    if args.command == "convergence" and args.last < 1:
+        parser.error(f"--last must be at least 1, got {args.last}")
     missing = [run for run in args.runs if not Path(run).is_dir()]
     if missing:
         raise SystemExit(f"not a run folder: {', '.join(missing)}")
