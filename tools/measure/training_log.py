@@ -30,27 +30,22 @@ from tools.bundle.files import write_atomic
 QUARTERS = ("first quarter", "last quarter")
 
 
-def scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
-    """``(step, value)`` of ``tag`` over every event file of ``run_dir`` (a resumed run writes several),
-    sorted by step; a step logged twice (a resumed run repeats it) keeps the value written last (by
-    each event's wall time: file names do not sort in the order they were written)."""
-    events: list[tuple[float, int, float]] = []
+def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of ``run_dir``'s event files (a resumed run writes several), each file read once:
+    ``{tag: [(step, value), ...]}`` sorted by step; a step logged twice (a resumed run repeats it) keeps
+    the value written last (by each event's wall time: file names do not sort in the order they were written)."""
+    events: dict[str, list[tuple[float, int, float]]] = {}
     for path in Path(run_dir).glob("events.out.tfevents.*"):
         accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
         accumulator.Reload()
-        if tag in accumulator.Tags()["scalars"]:
-            events += [(event.wall_time, event.step, event.value) for event in accumulator.Scalars(tag)]
-    values = {step: value for _, step, value in sorted(events)}
-    return sorted(values.items())
+        for tag in accumulator.Tags()["scalars"]:
+            events.setdefault(tag, []).extend((e.wall_time, e.step, e.value) for e in accumulator.Scalars(tag))
+    return {tag: sorted({step: value for _, step, value in sorted(logged)}.items()) for tag, logged in events.items()}
 
 
-def tags(run_dir: str | Path) -> set[str]:
-    found: set[str] = set()
-    for events in Path(run_dir).glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        found.update(accumulator.Tags()["scalars"])
-    return found
+def scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of ``tag`` in ``run_dir`` (:func:`read_scalars`); empty if it was never logged."""
+    return read_scalars(run_dir).get(tag, [])
 
 
 def convergence(run_dir: str | Path, last: int = 3) -> dict[str, list[tuple[int, float]] | tuple[int, float]]:
@@ -65,14 +60,15 @@ def convergence(run_dir: str | Path, last: int = 3) -> dict[str, list[tuple[int,
 
 def gradients(run_dir: str | Path) -> dict[tuple[str, str, str], dict[str, float]]:
     """``{(batches, term, "norm" | "cos"): {quarter: mean}}`` of one run (module docstring)."""
-    terms = sorted(tag[len("grad_norm_") :] for tag in tags(run_dir) if tag.startswith("grad_norm_"))
+    logged_tags = read_scalars(run_dir)
+    terms = sorted(tag[len("grad_norm_") :] for tag in logged_tags if tag.startswith("grad_norm_"))
     if "seg" not in terms:
         raise SystemExit(
             f"{run_dir}: no 'grad_norm_seg' in its TensorBoard logs; train with --diagnostics_interval N to log "
             f"each term's gradient (found: {', '.join(terms) or 'no grad_norm_* tag'})"
         )
-    norms = {term: dict(scalars(run_dir, f"grad_norm_{term}")) for term in terms}
-    cosines = {term: dict(scalars(run_dir, f"grad_cos_{term}")) for term in terms if term != "seg"}
+    norms = {term: dict(logged_tags[f"grad_norm_{term}"]) for term in terms}
+    cosines = {term: dict(logged_tags.get(f"grad_cos_{term}", [])) for term in terms if term != "seg"}
     steps = sorted(norms["seg"])
     quarter = max(1, len(steps) // 4)
     table: dict[tuple[str, str, str], dict[str, float]] = {}
