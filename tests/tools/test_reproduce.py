@@ -32,8 +32,8 @@ def test_every_shell_script_parses(script):
         (
             "mtms_acdc_study.sh",
             "baseline baseline_long baseline_all pmd paper dense feature_mse, each KD arm with _u (KD on the unlabelled"
-            " half too) or _long (labelled only, baseline_long's steps), dense_w<W>; any but baseline_all with _q"
-            " (a quarter labelled)",
+            " half too) or _long (labelled only, baseline_long's steps), dense_w<W> and dense_w<W>_u (the sweep);"
+            " any but baseline_all with _q (a quarter labelled)",
         ),
     ],
 )
@@ -55,6 +55,17 @@ def test_the_mtms_study_refuses_a_quarter_of_every_label(tmp_path):
         result.stderr.strip()
         == "arm 'baseline_all_q': baseline_all trains with every label, so '_q' (a quarter) does not apply"
     )
+    assert not any((tmp_path / "bundles").rglob("*.json"))
+
+
+def test_the_mtms_study_refuses_a_dense_weight_that_is_not_a_number(tmp_path):
+    """``dense_w<W>`` and ``dense_w<W>_u`` read W from the arm's name; anything else in its place stops the study."""
+    environment = os.environ | {"PYTHON": sys.executable, "BUNDLES": str(tmp_path / "bundles")}
+    command = ["bash", "tools/reproduce/mtms_acdc_study.sh", str(tmp_path), "dense_w0.1_u dense_w0.1x_u"]
+    result = run(command, env=environment, expect_failure=True)
+    assert result.returncode == 2
+    message = "arm 'dense_w0.1x_u': the dense weight '0.1x' is not a number (dense_w0.1, dense_w0.1_u)"
+    assert result.stderr.strip() == message
     assert not any((tmp_path / "bundles").rglob("*.json"))
 
 
@@ -204,7 +215,7 @@ def test_acdc_reproductions_run_every_stage(tmp_path, script, bundle, variants, 
 @pytest.mark.slow
 def test_mtms_study_runs_each_arm_once_and_tabulates_it(tmp_path):
     data = str(acdc_like(tmp_path / "acdc", training=4))  # a quarter of them: one labelled patient
-    args = (data, "baseline dense_u dense_w0.1 baseline_long_q pmd_u_q pmd_long_q baseline_all", "0")
+    args = (data, "baseline dense_w0.1_u baseline_long_q pmd_u_q pmd_long_q baseline_all", "0")
     env = {"STUDENT_EPOCHS": "1", "TEACHER_EPOCHS": "1", "VAL_INTERVAL": "1", "DIAGNOSTICS_INTERVAL": "1"}
     output = reproduce("mtms_acdc_study.sh", "mtms_contrastive_cardiac_mri", tmp_path, *args, extra=ACDC_EXTRA, **env)
     runs = ["f0_teacher", *(f"f0_{arm}_s0" for arm in args[1].split())]
@@ -215,12 +226,13 @@ def test_mtms_study_runs_each_arm_once_and_tabulates_it(tmp_path):
     # a labelled-only KD arm with "_long" trains as many steps as baseline_long: four epochs of its one patient
     assert (tmp_path / "bundles/mtms_contrastive_cardiac_mri/runs/f0_pmd_long_q_s0/checkpoint_epoch=4.pt").is_file()
     assert "label_fraction 0.25: 1 of 4 cases" in output
+    assert "label_fraction 0.5: 2 of 4 cases" in output  # dense_w0.1_u: the sweep arm distils on the unlabelled half
     assert "data_fraction 1.0: 4 of 4 cases" in output  # baseline_all: every patient's labels
     # the KD arms log every term's gradient share (TensorBoard); the sweep arm trains at its own weight
     logged = {
         arm: scalar_tags(tmp_path / f"bundles/mtms_contrastive_cardiac_mri/runs/f0_{arm}_s0") for arm in args[1].split()
     }
-    assert "grad_norm_contrast_decoder" in logged["dense_u"] and "grad_norm_pmd" in logged["dense_w0.1"]
+    assert "grad_norm_contrast_decoder" in logged["dense_w0.1_u"] and "grad_norm_pmd" in logged["pmd_long_q"]
     assert not any(tag.startswith("grad_") for tag in logged["baseline"])
     assert "'bottleneck': 0.1, 'decoder': 0.1" in output
     again = run(
@@ -233,7 +245,7 @@ def test_mtms_study_runs_each_arm_once_and_tabulates_it(tmp_path):
     table = run(
         [sys.executable, "-m", "tools.measure.cv_study", str(tmp_path / "bundles/mtms_contrastive_cardiac_mri/runs")]
     )
-    assert "| dense_u | 1 | 0 | 0 |" in table.stdout and "dense_w0.1: KD − baseline = " in table.stdout
+    assert "| dense_w0.1_u | 1 | 0 | 0 |" in table.stdout and "dense_w0.1_u: KD − baseline = " in table.stdout
 
 
 @pytest.mark.slow

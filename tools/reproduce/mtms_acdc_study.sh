@@ -15,7 +15,7 @@
 #   feature_mse, feature_mse_u  + standardised-feature MSE through the same heads (train_feature_mse.json)
 #   pmd_long, paper_long, dense_long, feature_mse_long  a labelled-only KD arm for as many steps as a "_u" arm
 #                            (baseline_long's budget): labelled-only against unlabelled-image KD at equal steps
-#   dense_w<W>               dense with weight W at every scale (the sweep, on validation)
+#   dense_w<W>, dense_w<W>_u dense / dense_u with weight W at every scale (the sweep, on validation)
 # An arm but baseline_all with "_q" appended (baseline_long_q, pmd_u_q, ...) is the quarter-label setting: the labels
 # of a seeded quarter of the patients (15; drawn as the half is), baseline_long four times as long.
 # Runs are named f0_<arm>_s<seed> (one fold: tools.measure.cv_study tabulates them) and go under
@@ -59,12 +59,16 @@ arm_setup() {
         pmd_long | paper_long | dense_long | feature_mse_long)
             configs="$configs,'$C/train_${method%_long}.json'" budget_epochs=$((parts * epochs)) ;;
         dense_w*)
-            weight=${method#dense_w}
+            weight=${method#dense_w} weight=${weight%_u}
+            if [[ ! $weight =~ ^[0-9]*\.?[0-9]+$ ]]; then
+                echo "arm '$arm': the dense weight '$weight' is not a number (dense_w0.1, dense_w0.1_u)" >&2
+                exit 2
+            fi
             configs="$configs,'$C/train_dense.json'"
             extra+=(--scale_weights "{'encoder': $weight, 'bottleneck': $weight, 'decoder': $weight}") ;;
         *) echo "unknown arm '$arm'; arms: baseline baseline_long baseline_all pmd paper dense feature_mse, each KD arm" \
-            "with _u (KD on the unlabelled half too) or _long (labelled only, baseline_long's steps), dense_w<W>;" \
-            "any but baseline_all with _q (a quarter labelled)" >&2
+            "with _u (KD on the unlabelled half too) or _long (labelled only, baseline_long's steps), dense_w<W> and" \
+            "dense_w<W>_u (the sweep); any but baseline_all with _q (a quarter labelled)" >&2
             exit 2 ;;
     esac
     case $method in *_u) configs="$configs,'$C/train_unlabelled_kd.json'" ;; esac
