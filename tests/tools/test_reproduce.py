@@ -257,7 +257,9 @@ def test_hlfd_brats_study_pairs_the_wide_teacher_with_the_fcn_student_on_flair_s
     extra = "--pixdim [1.0,1.0,-1] --roi_size [32,32] --inference_roi_size [32,32] --num_workers 0"
     output = reproduce("hlfd_brats_study.sh", "hlfd_tumour_ct", tmp_path, *args, extra=extra, **env)
     runs = ["f1_teacher", "f1_hlfd_f0.5_p0.1_s0"]
-    assert walls(output) == [name for run in runs for name in (run, f"evaluate_{run}")]
+    # the student is evaluated twice: its best-validation checkpoint and the weights it ended with
+    expected = [name for run in runs for name in (run, f"evaluate_{run}")] + ["evaluate_f1_hlfd_f0.5_p0.1_last_s0"]
+    assert walls(output) == expected
     study = tmp_path / "bundles/hlfd_tumour_ct/runs/brats"
     split = json.loads((study / "fold1.json").read_text())
     assert all(item["image"].endswith("_flair.nii.gz") for key in ("training", "test") for item in split[key])
@@ -266,6 +268,18 @@ def test_hlfd_brats_study_pairs_the_wide_teacher_with_the_fcn_student_on_flair_s
     student = torch.load(study / "f1_hlfd_f0.5_p0.1_s0/model.pt", weights_only=True)
     assert "classifier.weight" in student and not any(k.startswith("decoder") for k in student)
     assert "loss_flfd_deep_to_e2" in output and "loss_plfd_final_to_d2" in output
+    final = torch.load(study / "f1_hlfd_f0.5_p0.1_last_s0/model.pt", weights_only=True)
+    ended = torch.load(
+        tmp_path / "bundles/hlfd_tumour_ct/runs/f1_hlfd_f0.5_p0.1_s0/checkpoint_epoch=1.pt", weights_only=True
+    )["model"]
+    assert final.keys() == student.keys() and all(torch.equal(final[k], ended[k]) for k in final)
+    evaluations = tmp_path / "bundles/hlfd_tumour_ct/runs"
+    assert (evaluations / "evaluate_f1_hlfd_f0.5_p0.1_last_s0/test_mean_dice_raw.csv").is_file()
+    again = run(
+        ["bash", "tools/reproduce/hlfd_brats_study.sh", *args],
+        env=os.environ | env | {"PYTHON": sys.executable, "BUNDLES": str(tmp_path / "bundles"), "EXTRA_ARGS": extra},
+    )
+    assert walls(again.stdout + again.stderr) == []  # both evaluations left their files: nothing runs twice
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from common.handlers import epoch_checkpoints
 from tools.measure.paired import paired_difference, per_case, sentence
 
 RUN = re.compile(r"^f(\d+)_(.+?)(?:_s(\d+))?$")
@@ -35,10 +36,10 @@ RUN = re.compile(r"^f(\d+)_(.+?)(?:_s(\d+))?$")
 
 def best_validation(run_dir: Path) -> float | None:
     """The best validation Dice a training run recorded (its newest checkpoint's model tracker)."""
-    checkpoints = sorted(run_dir.glob("checkpoint_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[1]))
+    checkpoints = epoch_checkpoints(str(run_dir))
     if not checkpoints:
         return None
-    saved = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)["best_model_tracker"]["_saved"]
+    saved = torch.load(checkpoints[0], map_location="cpu", weights_only=True)["best_model_tracker"]["_saved"]
     return float(saved[0][0]) if saved else None
 
 

@@ -19,6 +19,10 @@
 # Runs are named f<fold>_<arm>_s<seed> (teachers f<fold>_teacher) under runs/brats/, each
 # evaluated on its fold's test volumes (runs/evaluate_<run>/test_mean_dice_raw.csv: whole-volume
 # Dice; test_tumour_slice_dice_raw.csv: Dice on the slices holding tumour, the paper's figure).
+# Each student is evaluated twice: its best-validation checkpoint (runs/evaluate_<run>) and the weights
+# it ended with (runs/evaluate_f<fold>_<arm>_last_s<seed>; tools.bundle.final_weights), the figure of
+# record from 0.5.4 on, since two validation cases are too few to select checkpoints on (docs:
+# Protocol); `cv_study --baseline baseline_last` pairs those.
 # Each finished step leaves a marker, so the script can be stopped and started again.
 # TEACHER_EPOCHS (200), STUDENT_EPOCHS (200), VAL_INTERVAL (10) and KD_WARMUP (20) set the budget.
 #   python -m tools.measure.cv_study bundles/hlfd_tumour_ct/runs
@@ -52,6 +56,17 @@ arm_setup() {
 }
 for arm in $arms; do arm_setup "$arm"; done  # a misspelt arm stops the study before any training
 
+# last_stage NAME LAST CONFIGS ARGS...: the weights run NAME ended with (its final checkpoint, not the
+# best-validation model.pt) as model study/LAST, evaluated into runs/evaluate_LAST unless there already.
+last_stage() {
+    local name=$1 last=$2 configs=$3
+    shift 3
+    if ! compgen -G "$R/evaluate_$last/*_raw.csv" > /dev/null; then
+        "$PYTHON" -m tools.bundle.final_weights "$R/$name" "$study/$last/model.pt"
+        run "evaluate_$last" --config_file "[$configs,'$C/evaluate.json']" --model_dir "$study/$last" "${budget[@]}" "$@"
+    fi
+}
+
 for fold in $folds; do
     split=$study/fold$fold.json
     split_datalist --datalist "$data/dataset.json" --out "$split" --image_file 0 \
@@ -64,8 +79,9 @@ for fold in $folds; do
         for arm in $arms; do
             arm_setup "$arm"
             name=f${fold}_${arm}_s$seed
-            stage "$name" "$configs,$profile" "$study/$name" "${STUDENT_EPOCHS:-200}" --seed "$seed" \
-                --teacher#checkpoint "$teacher/model.pt" "${extra[@]}"
+            run_args=(--seed "$seed" --teacher#checkpoint "$teacher/model.pt" "${extra[@]}")
+            stage "$name" "$configs,$profile" "$study/$name" "${STUDENT_EPOCHS:-200}" "${run_args[@]}"
+            last_stage "$name" "f${fold}_${arm}_last_s$seed" "$configs,$profile" "${run_args[@]}"
         done
     done
 done
