@@ -31,8 +31,8 @@ def final_checkpoint(run_dir: Path) -> Path:
     return Path(checkpoints[0])
 
 
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    """The ``model`` state dict of the run's final checkpoint, refused unless training had ended."""
+def final_weights(run_dir: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The run's final checkpoint and its ``model`` state dict, refused unless training had ended."""
     path = final_checkpoint(run_dir)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if "model" not in checkpoint:
@@ -40,12 +40,12 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     trainer = checkpoint.get("trainer", {})
     max_epochs = trainer.get("max_epochs")
     # ignite's Engine.state_dict holds the epoch or the iteration, whichever it counts by
-    epoch = trainer.get("epoch") or trainer.get("iteration", 0) // max(trainer.get("epoch_length") or 1, 1)
+    epoch = trainer.get("epoch") or trainer.get("iteration", 0) // (trainer.get("epoch_length") or 1)
     if max_epochs is None or not epoch:
         raise ValueError(f"{path}: no trainer state to tell whether training ended (entries: {sorted(checkpoint)}).")
     if epoch < max_epochs:
         raise ValueError(f"{path}: training stopped at epoch {epoch} of {max_epochs}; resume it before taking its end.")
-    return checkpoint["model"]
+    return path, checkpoint["model"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,14 +54,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dst", type=Path, help="the weight file to write (e.g. <model_dir>/model.pt)")
     args = parser.parse_args(argv)
     try:
-        state = final_weights(args.run_dir)
+        path, state = final_weights(args.run_dir)
     except ValueError as e:
         parser.error(str(e))
     buffer = io.BytesIO()
     torch.save(state, buffer)
     args.dst.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.dst, buffer.getvalue())
-    print(f"{args.dst}: the weights of {final_checkpoint(args.run_dir).name}")
+    print(f"{args.dst}: the weights of {path.name}")
 
 
 if __name__ == "__main__":
