@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import REPO
-from tools.measure import pseudo_label_quality, results_table, training_log
+from tools.measure import figures, pseudo_label_quality, results_table, training_log
 from tools.measure.compare_ddp import best_metric
 from tools.measure.model_cost import model_spec
 from tools.measure.overlap import dice, mean_dice
@@ -165,6 +165,30 @@ def test_training_log_convergence_keeps_a_resumed_runs_last_value_per_epoch(tmp_
     with pytest.raises(SystemExit):  # argparse's error: --last 0 would silently print every check
         training_log.main(["convergence", str(tmp_path / "run"), "--last", "0"])
     assert "--last must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_curves_draw_the_segmentation_term_else_the_whole_loss_and_validation_dice(tmp_path, capsys):
+    """Run a logs a segmentation term and the whole loss: the term is drawn; run b logs only the whole
+    loss: it is drawn. 10 points smooth over a window of 1, so the lines are the logged values."""
+    write_scalars(
+        tmp_path / "a",
+        {
+            "loss_seg": {s: 1.0 - s / 16 for s in range(10)},
+            "loss": {s: 5.0 for s in range(10)},
+            "val_mean_dice": {1: 0.5, 2: 0.75},
+        },
+    )
+    write_scalars(tmp_path / "b", {"loss": {s: 2.0 + s / 8 for s in range(10)}, "val_mean_dice": {1: 0.25}})
+    fig = figures.plot_curves([str(tmp_path / "a"), str(tmp_path / "b")], ["A", "B"], str(tmp_path / "c.png"))
+    ax_loss, ax_dice = fig.axes
+    (loss_a, loss_b), (dice_a, dice_b) = ax_loss.get_lines(), ax_dice.get_lines()
+    assert list(loss_a.get_ydata()) == pytest.approx([1.0 - s / 16 for s in range(10)])
+    assert list(loss_b.get_ydata()) == pytest.approx([2.0 + s / 8 for s in range(10)])
+    assert (list(dice_a.get_xdata()), list(dice_a.get_ydata())) == ([1, 2], [0.5, 0.75])
+    assert (list(dice_b.get_xdata()), list(dice_b.get_ydata())) == ([1], [0.25])
+    assert [line.get_label() for line in ax_dice.get_lines()] == ["A", "B"]
+    assert (tmp_path / "c.png").stat().st_size > 0 and "wrote" in capsys.readouterr().out
+    figures.plt.close(fig)
 
 
 def test_dice_and_mean_dice_match_hand_counts():

@@ -32,26 +32,27 @@ from common.teachers import load_state_dict_strict  # noqa: E402
 from tools.bundle.isolation import bundle_scripts  # noqa: E402
 from tools.measure.model_cost import model_spec, parse_model  # noqa: E402
 from tools.measure.overlap import mean_dice  # noqa: E402
-from tools.measure.training_log import scalars as logged_scalars  # noqa: E402
+from tools.measure.training_log import read_scalars  # noqa: E402
 
 
-def scalars(run_dir: str, tag: str) -> tuple[np.ndarray, np.ndarray]:
-    points = logged_scalars(run_dir, tag)
+def _steps_and_values(points: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray([step for step, _ in points]), np.asarray([value for _, value in points])
 
 
-def plot_curves(runs: list[str], labels: list[str], out: str) -> None:
+def plot_curves(runs: list[str], labels: list[str], out: str) -> plt.Figure:
+    """Each run's segmentation loss term (smoothed; the whole loss if no term is logged) and validation Dice."""
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4))
     for run, label in zip(runs, labels, strict=True):
+        logged = read_scalars(run)  # every tag in one pass over the run's event files
         for tag in ("loss_seg", "loss_seg_dice", "loss", "train_loss"):  # a segmentation term, else the whole loss
-            steps, loss = scalars(run, tag)
+            steps, loss = _steps_and_values(logged.get(tag, []))
             if len(loss):
                 break
         if len(loss):
             window = max(1, len(loss) // 50)
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
             ax_loss.plot(steps[: len(smooth)], smooth, label=label)
-        epochs, dice = scalars(run, "val_mean_dice")
+        epochs, dice = _steps_and_values(logged.get("val_mean_dice", []))
         ax_dice.plot(epochs, dice, marker=".", label=label)
     ax_loss.set(xlabel="iteration", ylabel="segmentation loss term, smoothed", title="training")
     ax_dice.set(xlabel="epoch", ylabel="mean Dice", title="validation (model selection)")
@@ -61,6 +62,7 @@ def plot_curves(runs: list[str], labels: list[str], out: str) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
+    return fig
 
 
 def plot_overlay(args: argparse.Namespace) -> None:
