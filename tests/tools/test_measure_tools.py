@@ -382,6 +382,17 @@ def test_cv_study_pools_folds_per_seed_and_pairs_each_arm_with_the_baseline(tmp_
     assert against_teacher["kd"]["paired"]["difference"] == pytest.approx(-0.2125)
     assert against_teacher["kd"]["paired"]["run_pairs"] == ["f0_s0", "f0_s1", "f1_s0"]
     assert "kd: KD − teacher = -0.21" in capsys.readouterr().out
+    # another metric: HLFD's tumour-slice Dice, written beside the whole-volume file for one pair of runs
+    for run, a in (("f0_baseline_s0", 0.25), ("f0_kd_s0", 0.75)):
+        rows = f"filename,class0,mean\n/d/a.nii.gz,{a},{a}\n/d/b.nii.gz,0.5,0.5\n"
+        (tmp_path / f"evaluate_{run}" / "val_tumour_slice_dice_raw.csv").write_text(rows)
+    cv_study.main([str(tmp_path), "--metric", "tumour_slice_dice", "--json", str(tmp_path / "slices.json")])
+    slices = json.loads((tmp_path / "slices.json").read_text())
+    assert set(slices) == {"baseline", "kd"} and slices["baseline"]["per_seed"] == {"0": 0.375}
+    assert slices["kd"]["paired"]["difference"] == pytest.approx(0.25)  # a: +0.5, b: 0
+    assert "| test tumour_slice_dice, mean ± sd over seeds |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="metric 'hausdorff'; metrics there: mean_dice, tumour_slice_dice"):
+        cv_study.main([str(tmp_path), "--metric", "hausdorff"])
 
 
 @pytest.mark.xdist_group("_template_kd")

@@ -1,13 +1,15 @@
 """The arms of a cross-validated study side by side: validation and test Dice over folds and seeds,
 and each arm's paired difference against the baseline.
 
-    python -m tools.measure.cv_study bundles/kdnet_brats_mri/runs [--baseline baseline] [--group RE] [--json study.json]
+    python -m tools.measure.cv_study bundles/kdnet_brats_mri/runs [--baseline baseline] [--group RE] [--metric M]
+        [--json study.json]
 
 Reads what ``tools/reproduce/kdnet_brats_cv.sh``, ``mtms_acdc_study.sh`` (or any script naming runs the same way) leave
 in a bundle's ``runs/``: a run ``f<fold>_<arm>_s<seed>`` (a teacher, one per fold and not paired:
 ``f<fold>_<arm>``) has its training checkpoints in ``runs/<run>/`` (the newest one holds the best
 validation Dice the run selected its model on) and its test evaluation in
-``runs/evaluate_<run>/<val or test>_mean_dice_raw.csv``.
+``runs/evaluate_<run>/<val or test>_mean_dice_raw.csv`` (``--metric tumour_slice_dice`` reads
+``<val or test>_tumour_slice_dice_raw.csv`` instead, HLFD's replication figure).
 Per arm it prints the runs found, the mean best validation Dice, the test Dice as mean ± sd over
 seeds (a seed's value: the mean over every test case of the folds it ran) and, for every arm
 but the baseline, the paired difference against the baseline over the (fold, seed) pairs both
@@ -43,12 +45,13 @@ def best_validation(run_dir: Path) -> float | None:
     return float(saved[0][0]) if saved else None
 
 
-def collect(runs: Path) -> dict[str, dict[tuple[int, int], dict]]:
-    """``{arm: {(fold, seed): {"test": {case: dice}, "validation": best}}}`` for every evaluated run."""
+def collect(runs: Path, metric: str = "mean_dice") -> dict[str, dict[tuple[int, int], dict]]:
+    """``{arm: {(fold, seed): {"test": {case: value}, "validation": best}}}`` for every run evaluated
+    with ``metric`` (the per-case file ``<val or test>_<metric>_raw.csv``)."""
     arms: dict[str, dict[tuple[int, int], dict]] = defaultdict(dict)
     for evaluation in sorted(runs.glob("evaluate_f*")):
         match = RUN.match(evaluation.name.removeprefix("evaluate_"))
-        raw = sorted(evaluation.glob("*_mean_dice_raw.csv"))
+        raw = sorted(evaluation.glob(f"*_{metric}_raw.csv"))
         if not match or not raw:
             continue
         fold, arm = int(match.group(1)), match.group(2)
@@ -115,13 +118,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--group", help="regular expression: test cases with the same match (a patient's frames) form one unit"
     )
+    parser.add_argument(
+        "--metric", default="mean_dice", help="the per-case metric compared (<val or test>_<metric>_raw.csv)"
+    )
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)
-    arms = collect(args.runs)
+    arms = collect(args.runs, args.metric)
     if not arms:
-        raise SystemExit(f"no evaluated run named f<fold>_<arm>[_s<seed>] under {args.runs}")
+        found = sorted(
+            {raw.name.split("_", 1)[1].removesuffix("_raw.csv") for raw in args.runs.glob("evaluate_f*/*_raw.csv")}
+        )
+        raise SystemExit(
+            f"no run named f<fold>_<arm>[_s<seed>] under {args.runs} was evaluated with metric '{args.metric}'"
+            + (f"; metrics there: {', '.join(found)}" if found else "")
+        )
     summary = summarise(arms, args.baseline, args.group)
-    print("| arm | runs | folds | seeds | best validation Dice | test Dice, mean ± sd over seeds | per seed |")
+    measure = "test Dice" if args.metric == "mean_dice" else f"test {args.metric}"
+    print(f"| arm | runs | folds | seeds | best validation Dice | {measure}, mean ± sd over seeds | per seed |")
     print("|---|---:|---|---|---:|---:|---|")
     for arm, row in summary.items():
         folds = ",".join(map(str, row["folds"])) + ("" if row["complete"] else " (incomplete)")
