@@ -146,8 +146,28 @@ def test_training_log_averages_gradients_by_quarter_and_keeps_unlabelled_batches
     assert "| without labels | kd | 0.90 / 1.80 | 0.30 / 0.60 | – | – |" in out
     assert json.loads((tmp_path / "g.json").read_text())["rows"][0]["term"] == "seg"
     write_scalars(tmp_path / "no_diagnostics", {"loss_seg": {0: 1.0}, "val_mean_dice": {1: 0.5}})
-    with pytest.raises(SystemExit, match=r"train with --diagnostics_interval N .*\(found: no grad_norm_"):
+    with pytest.raises(SystemExit, match=r"found none; train with --diagnostics_interval N .*\(found: no grad_norm_"):
         training_log.gradients(tmp_path / "no_diagnostics")
+    # HLFD: the segmentation loss is two terms; the Dice half, logged without a cosine, is the reference
+    write_scalars(
+        tmp_path / "hlfd",
+        {"grad_norm_seg_dice": seg, "grad_norm_seg_focal": kd, "grad_cos_seg_focal": cos, "grad_norm_kd": kd},
+    )
+    with pytest.raises(SystemExit, match="found kd, seg_dice;"):
+        training_log.gradients(tmp_path / "hlfd")
+    write_scalars(tmp_path / "hlfd", {"grad_cos_kd": cos})
+    hlfd = training_log.gradients(tmp_path / "hlfd")
+    assert hlfd[("with labels", "seg_focal", "cos")] == table[("with labels", "kd", "cos")]
+    assert hlfd[("without labels", "seg_focal", "norm")] == table[("without labels", "kd", "norm")]
+    assert ("without labels", "seg_dice", "norm") not in hlfd
+    assert [row["term"] for row in training_log.gradient_rows([str(tmp_path / "hlfd")])][:3] == [
+        "seg_dice",
+        "kd",
+        "seg_focal",
+    ]
+    training_log.main(["gradients", str(tmp_path / "hlfd")])
+    out = capsys.readouterr().out
+    assert "| cosine with seg_dice, first quarter |" in out and "| seg_dice | 1.00 | 3.00 | 1 (reference) |" in out
 
 
 def test_training_log_convergence_keeps_a_resumed_runs_last_value_per_epoch(tmp_path, capsys):

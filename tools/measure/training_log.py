@@ -8,12 +8,13 @@ its best check (the one the run selected its model on), so a reader sees whether
 
 ``gradients``: the per-term diagnostics a KD run logs with ``--diagnostics_interval``
 (``grad_norm_<term>``: the norm of the weighted term's gradient on the student; ``grad_cos_<term>``:
-its cosine with the segmentation term's, :func:`common.diagnostics.term_gradients`), averaged
-over the first and the last quarter of the logged iterations. A batch without labels (distillation
-on unlabelled images) has no segmentation term, so ``grad_norm_seg`` is 0 there and no cosine is
-defined: such batches are averaged apart (rows "without labels", norms only), since mixing them
-in would dilute both. With several runs (the seeds of one arm) each cell lists every run's value,
-in the order given, separated by " / ".
+its cosine with the reference term's, :func:`common.diagnostics.term_gradients`), averaged
+over the first and the last quarter of the logged iterations. The reference is the one term logged
+without a cosine: the segmentation term (``seg``, or HLFD's Dice half ``seg_dice``). A batch
+without labels (distillation on unlabelled images) has no segmentation term, so the reference's
+norm is 0 there and no cosine is defined: such batches are averaged apart (rows "without labels",
+norms only), since mixing them in would dilute both. With several runs (the seeds of one arm) each
+cell lists every run's value, in the order given, separated by " / ".
 """
 
 from __future__ import annotations
@@ -62,23 +63,26 @@ def gradients(run_dir: str | Path) -> dict[tuple[str, str, str], dict[str, float
     """``{(batches, term, "norm" | "cos"): {quarter: mean}}`` of one run (module docstring)."""
     logged_tags = read_scalars(run_dir)
     terms = sorted(tag[len("grad_norm_") :] for tag in logged_tags if tag.startswith("grad_norm_"))
-    if "seg" not in terms:
+    references = [term for term in terms if f"grad_cos_{term}" not in logged_tags]
+    if len(references) != 1:
         raise SystemExit(
-            f"{run_dir}: no 'grad_norm_seg' in its TensorBoard logs; train with --diagnostics_interval N to log "
-            f"each term's gradient (found: {', '.join(terms) or 'no grad_norm_* tag'})"
+            f"{run_dir}: expected one term logged without a cosine, the segmentation reference, found "
+            f"{', '.join(references) or 'none'}; train with --diagnostics_interval N to log each term's "
+            f"gradient (found: {', '.join(terms) or 'no grad_norm_* tag'})"
         )
+    reference = references[0]
     norms = {term: dict(logged_tags[f"grad_norm_{term}"]) for term in terms}
-    cosines = {term: dict(logged_tags.get(f"grad_cos_{term}", [])) for term in terms if term != "seg"}
-    steps = sorted(norms["seg"])
+    cosines = {term: dict(logged_tags[f"grad_cos_{term}"]) for term in terms if term != reference}
+    steps = sorted(norms[reference])
     quarter = max(1, len(steps) // 4)
     table: dict[tuple[str, str, str], dict[str, float]] = {}
     for name, chosen in zip(QUARTERS, (steps[:quarter], steps[-quarter:]), strict=True):
-        labelled = [step for step in chosen if norms["seg"][step] > 0]
-        unlabelled = [step for step in chosen if norms["seg"][step] == 0]
+        labelled = [step for step in chosen if norms[reference][step] > 0]
+        unlabelled = [step for step in chosen if norms[reference][step] == 0]
         for term in terms:
             for batches, picked in (("with labels", labelled), ("without labels", unlabelled)):
                 logged = [norms[term][step] for step in picked if step in norms[term]]
-                if logged and not (batches == "without labels" and term == "seg"):
+                if logged and not (batches == "without labels" and term == reference):
                     table.setdefault((batches, term, "norm"), {})[name] = statistics.mean(logged)
             logged = [cosines[term][step] for step in labelled if step in cosines.get(term, {})]
             if logged:
@@ -87,10 +91,13 @@ def gradients(run_dir: str | Path) -> dict[tuple[str, str, str], dict[str, float
 
 
 def gradient_rows(runs: list[str]) -> list[dict[str, str | list[float | None]]]:
-    """One row per (batches, term): each run's quarter means, in the order of ``runs``."""
+    """One row per (batches, term): each run's quarter means, in the order of ``runs``; the reference
+    term (the one without a cosine) first."""
     per_run = [gradients(run) for run in runs]
+    cosine_terms = {term for table in per_run for _, term, kind in table if kind == "cos"}
     keys = sorted(
-        {key for table in per_run for key in table}, key=lambda key: (key[0] != "with labels", key[1] != "seg", key)
+        {key for table in per_run for key in table},
+        key=lambda key: (key[0] != "with labels", key[1] in cosine_terms, key),
     )
     rows = []
     for batches, term in dict.fromkeys((key[0], key[1]) for key in keys):
@@ -132,15 +139,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {Path(run).name} | {last} | {result['best'][1]:.3f} ({result['best'][0]}) |")
         return
     rows = gradient_rows(args.runs)
+    reference = rows[0]["term"]  # gradient_rows puts it first
     print("runs: " + " / ".join(Path(run).name for run in args.runs))
     print(
-        "| batches | term | gradient norm, first quarter | last quarter | cosine with seg, first quarter "
+        f"| batches | term | gradient norm, first quarter | last quarter | cosine with {reference}, first quarter "
         "| last quarter |"
     )
     print("|---|---|---|---|---|---|")
     for row in rows:
         cosine = [_cell(row[f"cos {quarter}"]) for quarter in QUARTERS]
-        if row["term"] == "seg":
+        if row["term"] == reference:
             cosine = ["1 (reference)"] * 2
         norm = [_cell(row[f"norm {quarter}"]) for quarter in QUARTERS]
         print(f"| {row['batches']} | {row['term']} | {norm[0]} | {norm[1]} | {cosine[0]} | {cosine[1]} |")
