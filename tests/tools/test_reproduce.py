@@ -28,7 +28,7 @@ def test_every_shell_script_parses(script):
     ("script", "arms"),
     [
         ("kdnet_brats_cv.sh", "baseline paper tuned sweep_b<B>_t<T>, each also as <arm>_half"),
-        ("hlfd_brats_study.sh", "baseline logit_kd at flfd plfd hlfd hlfd_paper hlfd_f<F>_p<P>"),
+        ("hlfd_brats_study.sh", "teacher baseline logit_kd at flfd plfd hlfd hlfd_paper hlfd_f<F>_p<P>"),
         (
             "mtms_acdc_study.sh",
             "baseline baseline_long baseline_all pmd paper dense feature_mse, each KD arm with _u (KD on the unlabelled"
@@ -280,6 +280,26 @@ def test_hlfd_brats_study_pairs_the_wide_teacher_with_the_fcn_student_on_flair_s
         env=os.environ | env | {"PYTHON": sys.executable, "BUNDLES": str(tmp_path / "bundles"), "EXTRA_ARGS": extra},
     )
     assert walls(again.stdout + again.stderr) == []  # both evaluations left their files: nothing runs twice
+
+
+@pytest.mark.slow
+def test_hlfd_brats_study_trains_a_teacher_only_for_the_arms_that_read_one(tmp_path):
+    data = tmp_path / "brats"
+    synthetic_brats.main(["--out", str(data), "--cases", "8", "--size", "32", "--val", "0", "--test", "0"])
+    env = {"STUDENT_EPOCHS": "1", "TEACHER_EPOCHS": "1", "VAL_INTERVAL": "1"}
+    extra = "--pixdim [1.0,1.0,-1] --roi_size [32,32] --inference_roi_size [32,32] --num_workers 0"
+    output = reproduce(
+        "hlfd_brats_study.sh", "hlfd_tumour_ct", tmp_path, str(data), "baseline", "0", "1", extra=extra, **env
+    )
+    assert walls(output) == ["f1_baseline_s0", "evaluate_f1_baseline_s0", "evaluate_f1_baseline_last_s0"]
+    study = tmp_path / "bundles/hlfd_tumour_ct/runs/brats"
+    assert not (study / "f1_teacher").exists()
+    teacher_only = run(
+        ["bash", "tools/reproduce/hlfd_brats_study.sh", str(data), "teacher", "0", "1"],
+        env=os.environ | env | {"PYTHON": sys.executable, "BUNDLES": str(tmp_path / "bundles"), "EXTRA_ARGS": extra},
+    )
+    assert walls(teacher_only.stdout + teacher_only.stderr) == ["f1_teacher", "evaluate_f1_teacher"]  # no student
+    assert (study / "f1_teacher/trained").is_file()
 
 
 @pytest.mark.slow

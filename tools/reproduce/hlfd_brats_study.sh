@@ -7,6 +7,7 @@
 # (32-64-128-256-512, 9.1 M parameters) and the paper's decoder-less ResNet-18 FCN student.
 #   bash tools/reproduce/hlfd_brats_study.sh DATA_DIR [ARMS] [SEEDS] [FOLDS]
 # DATA_DIR: the BraTS subset (its dataset.json lists FLAIR first). ARMS (default: all but the sweep):
+#   teacher    the fold's teacher alone (every other arm but baseline trains it first when missing)
 #   baseline   the FCN student, segmentation loss only
 #   logit_kd   + KL_T of the teacher's logits (train_logit_kd.json)
 #   at         + attention transfer from the teacher's deepest layer (train_at.json)
@@ -23,6 +24,9 @@
 # it ended with (runs/evaluate_f<fold>_<arm>_last_s<seed>; tools.bundle.final_weights), the figure of
 # record from 0.5.4 on, since two validation cases are too few to select checkpoints on (docs:
 # Protocol); `cv_study --baseline baseline_last` pairs those.
+# A fold's teacher trains first, unless every arm is baseline (the student alone reads no teacher);
+# one trained before (the shipped models/teacher is fold 0's) is used instead when its weights lie in
+# runs/brats/f<fold>_teacher/model.pt beside an empty file `trained`.
 # Each finished step leaves a marker, so the script can be stopped and started again.
 # TEACHER_EPOCHS (200), STUDENT_EPOCHS (200), VAL_INTERVAL (10) and KD_WARMUP (20) set the budget.
 #   python -m tools.measure.cv_study bundles/hlfd_tumour_ct/runs
@@ -43,6 +47,7 @@ arm_setup() {
     configs="'$C/train.json'"
     extra=(--diagnostics_interval 50)
     case $1 in
+        teacher) ;;
         baseline) configs="$configs,'$C/train_baseline.json'" extra=() ;;
         logit_kd | at | flfd | plfd) configs="$configs,'$C/train_$1.json'" ;;
         hlfd) ;;
@@ -50,11 +55,15 @@ arm_setup() {
         hlfd_f*_p*)
             flfd=${1#hlfd_f} flfd=${flfd%_p*}
             extra+=(--flfd_weight "$flfd" --plfd_weight "${1#*_p}" --kd_warmup_epochs "${KD_WARMUP:-20}") ;;
-        *) echo "unknown arm '$1'; arms: baseline logit_kd at flfd plfd hlfd hlfd_paper hlfd_f<F>_p<P>" >&2
+        *) echo "unknown arm '$1'; arms: teacher baseline logit_kd at flfd plfd hlfd hlfd_paper hlfd_f<F>_p<P>" >&2
             exit 2 ;;
     esac
 }
-for arm in $arms; do arm_setup "$arm"; done  # a misspelt arm stops the study before any training
+needs_teacher=false
+for arm in $arms; do
+    arm_setup "$arm"  # a misspelt arm stops the study before any training
+    [ "$arm" = baseline ] || needs_teacher=true
+done
 
 # last_stage NAME LAST CONFIGS ARGS...: the weights run NAME ended with (its final checkpoint, not the
 # best-validation model.pt) as model study/LAST, evaluated into runs/evaluate_LAST unless there already.
@@ -73,10 +82,13 @@ for fold in $folds; do
         --folds 4 --fold "$fold" --val 2 --seed 0
     common=(--dataset_dir "$data" --datalist "$split")
     teacher=$study/f${fold}_teacher
-    stage "f${fold}_teacher" "'$C/train.json','$C/train_teacher.json',$profile" "$teacher" \
-        "${TEACHER_EPOCHS:-200}"
+    if $needs_teacher; then  # the student without KD does not read it: baselines can run before their teacher
+        stage "f${fold}_teacher" "'$C/train.json','$C/train_teacher.json',$profile" "$teacher" \
+            "${TEACHER_EPOCHS:-200}"
+    fi
     for seed in $seeds; do
         for arm in $arms; do
+            [ "$arm" = teacher ] && continue
             arm_setup "$arm"
             name=f${fold}_${arm}_s$seed
             run_args=(--seed "$seed" --teacher#checkpoint "$teacher/model.pt" "${extra[@]}")
