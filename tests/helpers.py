@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import importlib
 import io
 import logging
@@ -95,6 +96,12 @@ def run_fails(bundle: Path, configs: list[str], **overrides: object) -> str:
         messages.append(f"{type(error).__name__}: {error}")
         error = error.__cause__ or error.__context__
     return "\n".join(messages)
+
+
+def per_case(path: Path) -> list[float]:
+    """The per-case values (last column, one row per case) of a ``MetricsSaver`` ``*_raw.csv``."""
+    with open(path) as f:
+        return [float(row[-1]) for row in list(csv.reader(f))[1:]]
 
 
 def logged_terms(log: str, prefix: str = "loss_") -> dict[str, float]:

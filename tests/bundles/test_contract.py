@@ -10,7 +10,6 @@ one ``torchrun`` and one ``python -m monai.bundle run`` per bundle."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
 import re
@@ -29,7 +28,16 @@ from monai.bundle import download as monai_download
 from monai.utils import OptionalImportError
 
 from tests.bundles.profiles import PROFILES
-from tests.helpers import bundle_scripts, logged_terms, outside_env, run, run_bundle, run_distributed, site_key
+from tests.helpers import (
+    bundle_scripts,
+    logged_terms,
+    outside_env,
+    per_case,
+    run,
+    run_bundle,
+    run_distributed,
+    site_key,
+)
 from tools.bundle import monailabel_compat
 from tools.bundle.export import export, verify
 from tools.bundle.verify import run_checks
@@ -50,12 +58,6 @@ def channels(bundle: Path) -> dict[str, str]:
     """The output channels the metadata declares (``channel_def`` of ``pred``)."""
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
     return meta["network_data_format"]["outputs"]["pred"]["channel_def"]
-
-
-def per_case(path: Path) -> list[float]:
-    """The per-case values (last column, one row per case) of a ``MetricsSaver`` ``*_raw.csv``."""
-    with open(path) as f:
-        return [float(row[-1]) for row in list(csv.reader(f))[1:]]
 
 
 @pytest.mark.parametrize("name", NAMES)

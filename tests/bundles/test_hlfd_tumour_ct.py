@@ -4,13 +4,14 @@ student, CT input checks, and its networks, metric and transform (``scripts/``).
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 from monai.networks.nets import BasicUNetPlusPlus
 
 from tests.bundles.profiles import HLFD_TERMS
-from tests.helpers import BUNDLES, bundle_module, logged_terms, run_bundle, run_fails
+from tests.helpers import BUNDLES, bundle_module, logged_terms, per_case, run_bundle, run_fails
 from tools.bundle.isolation import bundle_scripts
 
 NAME = "hlfd_tumour_ct"
@@ -86,7 +87,12 @@ def test_the_teacher_is_evaluated_like_the_students(trained):
     run_bundle(
         bundle.root, ["train.json", "train_teacher.json", "evaluate.json"], **bundle.profile.overrides(bundle.data)
     )
-    assert (bundle.root / "runs" / "evaluate_teacher" / "test_tumour_slice_dice_raw.csv").exists()
+    out = bundle.root / "runs" / "evaluate_teacher"
+    assert (out / "test_tumour_slice_dice_raw.csv").exists()
+    for measure in ("sensitivity", "precision"):  # the diagnostics' per-case measures, NaN where undefined
+        values = per_case(out / f"test_{measure}_raw.csv")
+        assert len(values) == bundle.profile.test_cases, measure
+        assert all(math.isnan(v) or 0 <= v <= 1 for v in values), (measure, values)
 
 
 def test_bad_input_is_named(trained, tmp_path):
@@ -161,6 +167,29 @@ def test_foreground_slice_dice_ignores_slices_without_ground_truth_foreground():
     assert along_x.aggregate().item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="one-hot labels"):
         ForegroundSliceDiceMetric()(pred[:, :1], label[:, :1])
+
+
+def test_case_confusion_metric_keeps_one_value_per_case_and_nan_where_undefined():
+    CaseConfusionMetric = metrics.CaseConfusionMetric
+    label = torch.zeros(3, 2, 4, 4)
+    label[:2, 1, 0, :] = 1  # cases 0 and 1: 4 tumour voxels each; case 2: none
+    pred = torch.zeros_like(label)
+    pred[0, 1, 0, :2] = 1  # case 0: finds 2 of 4 and marks 2 voxels outside
+    pred[0, 1, 3, :2] = 1
+    pred[1, 1, 0, :] = 1  # case 1: exactly the tumour; case 2: nothing marked
+    label[:, 0], pred[:, 0] = 1 - label[:, 1], 1 - pred[:, 1]
+    sensitivity, precision = CaseConfusionMetric("sensitivity"), CaseConfusionMetric("precision")
+    sensitivity(pred, label), precision(pred, label)
+    found, marked = sensitivity.get_buffer(), precision.get_buffer()
+    assert found.shape == (3, 1) and marked.shape == (3, 1)
+    assert found[:2, 0].tolist() == [0.5, 1.0] and marked[:2, 0].tolist() == [0.5, 1.0]
+    assert found[2].isnan().all() and marked[2].isnan().all()  # no tumour, nothing marked: undefined
+    assert sensitivity.aggregate().item() == pytest.approx(0.75)  # the NaN case is left out
+    with_background = CaseConfusionMetric("sensitivity", include_background=True)
+    with_background(pred, label)
+    assert with_background.get_buffer()[0].tolist() == pytest.approx([10 / 12, 0.5])
+    with pytest.raises(ValueError, match="'recal' is not a confusion-matrix measure.*'sensitivity'"):
+        CaseConfusionMetric("recal")
 
 
 def test_hu_window_on_an_image_that_is_not_ct_warns_once_and_names_it(caplog):
